@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/localpg"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// streams is where a command reads and writes, so tests can capture it.
+type streams struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// app is what every command shares: its I/O and how to reach BMDB.
+type app struct {
+	streams
+	dbURL    string
+	logLevel string
+}
+
+// commands registers the command groups; each file adds its own in init, so
+// command groups stay independent of each other.
+var commands []func(*app) *cobra.Command
+
+func newRootCmd(io streams) *cobra.Command {
+	a := &app{streams: io}
+	root := &cobra.Command{
+		Use:           "bmctl",
+		Short:         "Run and inspect a fleet of bare-metal servers kept in BMDB",
+		Version:       version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	asGroup(root)
+	root.SetIn(io.In)
+	root.SetOut(io.Out)
+	root.SetErr(io.Err)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&a.dbURL, "db", os.Getenv("BMCTL_DATABASE_URL"),
+		"BMDB connection URL (env BMCTL_DATABASE_URL); default: the embedded local database")
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", envOr("BMCTL_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BMCTL_LOG_LEVEL)")
+	for _, c := range commands {
+		root.AddCommand(c(a))
+	}
+	return root
+}
+
+// asGroup makes cmd a group of subcommands: without one it prints its help,
+// with an unknown one it fails as a usage error.
+func asGroup(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())}
+		}
+		return cmd.Help()
+	}
+	return cmd
+}
+
+// noArgs rejects positional arguments as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args[0])}
+	}
+	return nil
+}
+
+// exactArgs requires n positional arguments, as a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s needs %d argument(s), got %d; see --help", cmd.CommandPath(), n, len(args))}
+		}
+		return nil
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// logger writes slog text lines to stderr at the configured level.
+func (a *app) logger() *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(a.logLevel))
+	return slog.New(slog.NewTextHandler(a.Err, &slog.HandlerOptions{Level: lvl}))
+}
+
+// embeddedCluster is the local database people get when they configure none.
+func embeddedCluster() *localpg.Cluster {
+	return &localpg.Cluster{Dir: filepath.Join(stateDir(), "postgres")}
+}
+
+// stateDir is bmctl's state directory: $XDG_STATE_HOME/bmctl,
+// ~/.local/state/bmctl, or /var/lib/bmctl for root (whose home the
+// unprivileged server account cannot enter).
+func stateDir() string {
+	if d := os.Getenv("BMCTL_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "bmctl")
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/bmctl"
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "bmctl")
+	}
+	return filepath.Join(home, ".local", "state", "bmctl")
+}
+
+const embeddedDB = "bmdb"
+
+// databaseURL is the configured database, or the embedded one, started and
+// migrated on demand.
+func (a *app) databaseURL(ctx context.Context) (string, error) {
+	if a.dbURL != "" {
+		return a.dbURL, nil
+	}
+	c := embeddedCluster()
+	if !c.Running() {
+		fmt.Fprintf(a.Err, "bmctl: no database configured (--db / BMCTL_DATABASE_URL); starting the embedded one in %s\n", c.Dir)
+		if err := c.Start(ctx); err != nil {
+			return "", err
+		}
+	}
+	if err := c.CreateDatabase(ctx, embeddedDB); err != nil {
+		return "", err
+	}
+	url := c.URL(embeddedDB)
+	if err := bmdb.MigrateUp(url); err != nil {
+		return "", err
+	}
+	return url, nil
+}
+
+// connect opens BMDB, refusing a schema that is not the one this binary knows.
+func (a *app) connect(ctx context.Context) (*bmdb.Conn, error) {
+	url, err := a.databaseURL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := bmdb.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := bmdb.CheckSchema(url); err != nil {
+		conn.Close()
+		if strings.Contains(err.Error(), "pending") || strings.Contains(err.Error(), "no migration") {
+			return nil, fmt.Errorf("%v", err)
+		}
+		return nil, err
+	}
+	return conn, nil
+}

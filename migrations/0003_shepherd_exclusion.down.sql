@@ -1,0 +1,2 @@
+DROP INDEX work_exclusion;
+DROP FUNCTION process_exclusion_group(process);

@@ -1,0 +1,10 @@
+DROP TRIGGER machine_agent_heartbeat_flags ON machine_agent_heartbeat;
+DROP TRIGGER machine_agent_started_flags ON machine_agent_started;
+DROP TRIGGER machine_provided_awaiting_agent ON machine_provided;
+DROP FUNCTION machine_agent_heartbeat_flags();
+DROP FUNCTION machine_agent_started_flags();
+DROP FUNCTION machine_provided_awaiting_agent();
+ALTER TABLE machine_agent_heartbeat DROP COLUMN agent_heartbeat_coarse_at;
+ALTER TABLE machine_agent_heartbeat RESET (fillfactor);
+ALTER TABLE machine_agent_started DROP COLUMN agent_heartbeat_seen;
+ALTER TABLE machine_provided DROP COLUMN awaiting_agent;

@@ -1,0 +1,10 @@
+DROP TRIGGER work_history_notify ON work_history;
+DROP FUNCTION work_history_notify();
+DROP TRIGGER sessions_notify ON sessions;
+DROP TRIGGER work_backoff_notify ON work_backoff;
+DROP TRIGGER work_notify ON work;
+DROP TRIGGER machine_agent_heartbeat_notify ON machine_agent_heartbeat;
+DROP TRIGGER machine_agent_started_notify ON machine_agent_started;
+DROP TRIGGER machine_provided_notify ON machine_provided;
+DROP TRIGGER machines_notify ON machines;
+DROP FUNCTION bmdb_notify_change();

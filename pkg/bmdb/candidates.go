@@ -1,0 +1,82 @@
+package bmdb
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Candidate queries return machines a process may claim. Each reads a partial
+// index holding only machines that may be eligible (see migration 0004),
+// checks the tags themselves, and skips machines another claimer has locked
+// right now, so parallel workers spread over different machines. They lock
+// the rows they return until the transaction ends.
+
+// AgentStartCandidates returns provided machines with no started agent, no
+// shepherd work and no unexpired AgentStart backoff.
+func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUID, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT m.machine_id
+		FROM machine_provided p
+		JOIN machines m ON m.machine_id = p.machine_id
+		WHERE p.awaiting_agent
+		  AND NOT EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = p.machine_id)
+		  AND NOT EXISTS (SELECT 1 FROM work w WHERE w.machine_id = p.machine_id
+		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdAgentStart'))
+		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = p.machine_id
+		                  AND b.process = 'ShepherdAgentStart' AND b.backoff_until > now())
+		LIMIT $1
+		FOR NO KEY UPDATE OF m SKIP LOCKED`, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
+
+// RecoveryThresholds are the liveness rules of Recovery.
+type RecoveryThresholds struct {
+	// NoHeartbeatAfterStart: an agent that never heart-beat this long after
+	// it was started needs recovery (DESIGN: 30 min).
+	NoHeartbeatAfterStart time.Duration
+	// StaleHeartbeat: an agent whose last heartbeat is older needs recovery
+	// (DESIGN: 10 min).
+	StaleHeartbeat time.Duration
+}
+
+// DefaultRecoveryThresholds are DESIGN.md's.
+var DefaultRecoveryThresholds = RecoveryThresholds{NoHeartbeatAfterStart: 30 * time.Minute, StaleHeartbeat: 10 * time.Minute}
+
+// RecoveryCandidates returns provided machines with a started agent that never
+// heart-beat within th.NoHeartbeatAfterStart, or whose last heartbeat is older
+// than th.StaleHeartbeat; with no shepherd work and no unexpired Recovery
+// backoff.
+func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, limit int) ([]uuid.UUID, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT m.machine_id
+		FROM (
+			SELECT s.machine_id FROM machine_agent_started s
+			WHERE NOT s.agent_heartbeat_seen
+			  AND s.agent_started_at < now() - make_interval(secs => $1)
+			  AND NOT EXISTS (SELECT 1 FROM machine_agent_heartbeat h WHERE h.machine_id = s.machine_id)
+			UNION ALL
+			SELECT h.machine_id FROM machine_agent_heartbeat h
+			WHERE h.agent_heartbeat_coarse_at < now() - make_interval(secs => $2)
+			  AND h.agent_heartbeat_at < now() - make_interval(secs => $2)
+			  AND EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = h.machine_id)
+		) c
+		JOIN machines m ON m.machine_id = c.machine_id
+		WHERE EXISTS (SELECT 1 FROM machine_provided p WHERE p.machine_id = c.machine_id)
+		  AND NOT EXISTS (SELECT 1 FROM work w WHERE w.machine_id = c.machine_id
+		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdRecovery'))
+		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = c.machine_id
+		                  AND b.process = 'ShepherdRecovery' AND b.backoff_until > now())
+		LIMIT $3
+		FOR NO KEY UPDATE OF m SKIP LOCKED`,
+		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}

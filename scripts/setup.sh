@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what bmctl needs and is missing: PostgreSQL's server binaries (for
+# the embedded database, the demo and the tests), from Debian's packages.
+# Idempotent, and quick when everything is there.
+set -euo pipefail
+
+have_pg() {
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return 0; fi
+  command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]
+}
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "setup: Go is not on PATH; install Go 1.26 (https://go.dev/dl) and retry" >&2
+  exit 1
+fi
+
+if ! have_pg; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo=sudo; else
+      echo "setup: PostgreSQL server binaries are missing; as root run: apt-get install -y postgresql" >&2
+      exit 1
+    fi
+  fi
+  echo "setup: installing PostgreSQL from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq postgresql >/dev/null
+  # bmctl runs its own clusters; Debian's default one is not needed.
+  $sudo service postgresql stop >/dev/null 2>&1 || true
+fi
+
+if ! have_pg; then
+  echo "setup: PostgreSQL server binaries still not found after install" >&2
+  exit 1
+fi
