@@ -1,0 +1,66 @@
+// Package agentproto is the exchange between the shepherd and the agent it
+// starts over SSH: the shepherd writes an Init on the agent's stdin, the agent
+// answers one Reply on stdout and detaches.
+package agentproto
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxReplySize caps what the shepherd reads from an agent's stdout.
+const MaxReplySize = 64 << 10
+
+// Init tells a starting agent who it is and where to heart-beat.
+type Init struct {
+	MachineID string `json:"machine_id"`
+	// Endpoint is the heartbeat endpoint's base URL (https://host:port).
+	Endpoint string `json:"endpoint"`
+	// EndpointCA is the PEM certificate the endpoint's certificate chains to.
+	EndpointCA string `json:"endpoint_ca"`
+}
+
+// Reply is the agent's answer: its init message echoed and its public key, or
+// an error.
+type Reply struct {
+	Init      Init   `json:"init"`
+	PublicKey []byte `json:"public_key,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// ReadReply reads and checks an agent's reply to init: it must be one JSON
+// object of at most MaxReplySize bytes, echo init exactly and carry an ed25519
+// public key.
+func ReadReply(r io.Reader, init Init) (ed25519.PublicKey, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxReplySize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading agent reply: %w", err)
+	}
+	if len(data) > MaxReplySize {
+		return nil, fmt.Errorf("agent reply larger than %d bytes", MaxReplySize)
+	}
+	var rep Reply
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("agent reply is not valid JSON (%v): %q", err, truncate(data, 200))
+	}
+	if rep.Error != "" {
+		return nil, fmt.Errorf("agent reported an error: %s", rep.Error)
+	}
+	if rep.Init != init {
+		return nil, fmt.Errorf("agent reply does not echo the init message (got machine %q, endpoint %q)", rep.Init.MachineID, rep.Init.Endpoint)
+	}
+	if len(rep.PublicKey) != ed25519.PublicKeySize {
+		return nil, errors.New("agent reply carries no ed25519 public key (want 32 bytes)")
+	}
+	return ed25519.PublicKey(rep.PublicKey), nil
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
