@@ -1,0 +1,155 @@
+package sshsim
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bmctl/bmctl/pkg/agentproto"
+)
+
+func clientKey(t *testing.T) ssh.Signer {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	s, err := ssh.NewSignerFromKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func dial(m *Machine, s ssh.Signer) (*ssh.Client, error) {
+	return ssh.Dial("tcp", m.Addr(), &ssh.ClientConfig{
+		User:            "root",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(s)},
+		HostKeyCallback: ssh.FixedHostKey(m.HostKey()),
+		Timeout:         5 * time.Second,
+	})
+}
+
+func upload(t *testing.T, c *ssh.Client, path string, data []byte) {
+	t.Helper()
+	sc, err := sftp.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	f, err := sc.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadFrom(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Chmod(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAgentStartsAfterUpload(t *testing.T) {
+	key := clientKey(t)
+	m, err := New(Config{AuthorizedKeys: []ssh.PublicKey{key.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := dial(m, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Before the upload the binary is missing, as on a real machine.
+	s, _ := c.NewSession()
+	err = s.Run("/tmp/bmctl agent")
+	var exit *ssh.ExitError
+	if !errors.As(err, &exit) || exit.ExitStatus() != 127 {
+		t.Fatalf("exec before upload: got %v, want exit status 127", err)
+	}
+
+	bin := make([]byte, 3<<20) // several SFTP chunks, written concurrently
+	_, _ = rand.Read(bin)
+	upload(t, c, "/tmp/bmctl", bin)
+	u, ok := m.Uploaded("/tmp/bmctl")
+	if !ok || u.Size != int64(len(bin)) || u.SHA256 != sha256.Sum256(bin) || u.Mode != 0o755 {
+		t.Fatalf("upload recorded as %+v, want %d bytes, matching hash, mode 0755", u, len(bin))
+	}
+
+	init := agentproto.Init{MachineID: "m1", Endpoint: "https://127.0.0.1:1", EndpointCA: "ca"}
+	in, _ := json.Marshal(init)
+	s, _ = c.NewSession()
+	s.Stdin = bytes.NewReader(in)
+	var out bytes.Buffer
+	s.Stdout = &out
+	if err := s.Run("/tmp/bmctl agent"); err != nil {
+		t.Fatalf("agent exec: %v", err)
+	}
+	pub, err := agentproto.ReadReply(&out, init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pub.Equal(m.AgentKey().Public()) {
+		t.Fatal("reply key is not the agent key the machine keeps")
+	}
+}
+
+func TestUnauthorizedKeyRefused(t *testing.T) {
+	m, err := New(Config{AuthorizedKeys: []ssh.PublicKey{clientKey(t).PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if c, err := dial(m, clientKey(t)); err == nil {
+		c.Close()
+		t.Fatal("a key not authorized was accepted")
+	}
+}
+
+func TestPowerCycleDropsConnectionsAndComesBackOnSamePort(t *testing.T) {
+	key := clientKey(t)
+	m, err := New(Config{OnExec: Hang})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	addr := m.Addr()
+	c, err := dial(m, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	done := make(chan error, 1)
+	go func() { done <- s.Run("hang") }()
+
+	m.PowerOff()
+	if err := <-done; err == nil {
+		t.Fatal("a hanging exec survived power off")
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Fatal("a powered-off machine accepted a connection")
+	}
+	if err := m.PowerCycle(context.Background(), 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if m.Addr() != addr || m.Boots() != 2 {
+		t.Fatalf("after power cycle: addr %s boots %d, want %s and 2", m.Addr(), m.Boots(), addr)
+	}
+	c2, err := dial(m, key)
+	if err != nil {
+		t.Fatalf("dial after power on: %v", err)
+	}
+	c2.Close()
+}
