@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bmctl/bmctl/pkg/seed"
+)
+
+func init() { commands = append(commands, newDevCmd) }
+
+// devSubcommands are the `bmctl dev` tools for developers and demos. Other
+// files add theirs from init, so each tool stays in its own file.
+var devSubcommands []func(*app) *cobra.Command
+
+func newDevCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Developer tools: synthetic fleets, benchmarks",
+	}
+	asGroup(cmd)
+	cmd.AddCommand(newDevSeedCmd(a))
+	for _, sub := range devSubcommands {
+		cmd.AddCommand(sub(a))
+	}
+	return cmd
+}
+
+func newDevSeedCmd(a *app) *cobra.Command {
+	var (
+		machines int
+		profile  string
+		provider string
+		rngSeed  uint64
+		workTTL  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "seed",
+		Short: "Fill BMDB with a synthetic fleet (for benchmarks and demos)",
+		Long: `Adds --machines synthetic machines to BMDB in one transaction, in the states of
+the chosen profile, with the work history that led there.
+
+Profile steady: 99% healthy (agent started, fresh heartbeat), 0.5% new
+(AgentStart candidates), 0.5% stale (Recovery candidates), a few hundred in
+backoff and some active work under a session named "seed" that lives for
+--work-ttl (then the sweep records that work as lost).
+
+Healthy heartbeats are fresh as of the seed and nothing refreshes them: they
+turn stale after 10 minutes unless agents report.`,
+		Example: "  bmctl dev seed --machines 100000 --profile steady",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if machines < 1 {
+				return usageError{fmt.Errorf("--machines must be at least 1, got %d", machines)}
+			}
+			p, err := seed.LookupProfile(profile)
+			if err != nil {
+				return usageError{err}
+			}
+			ctx := cmd.Context()
+			conn, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			res, err := seed.Seed(ctx, conn.Pool, seed.Options{
+				Machines: machines, Profile: p, Provider: provider, Seed: rngSeed, WorkTTL: workTTL,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Out, "seeded %d machines (profile %s, provider %s) in %s\n", res.Machines, p.Name, provider, res.Elapsed.Round(time.Millisecond))
+			fmt.Fprintf(a.Out, "  healthy %d, new %d, stale heartbeat %d, never heart-beat %d\n", res.Healthy, res.New, res.Stale, res.Silent)
+			fmt.Fprintf(a.Out, "  backoff: AgentStart %d, Recovery %d\n", res.AgentStartBackoff, res.RecoveryBackoff)
+			fmt.Fprintf(a.Out, "  work under session %s: AgentStart %d, Recovery %d\n", res.Session, res.AgentStartWork, res.RecoveryWork)
+			fmt.Fprintf(a.Out, "  candidates now: AgentStart %d, Recovery %d\n", res.AgentStartEligible(), res.RecoveryEligible())
+			fmt.Fprintf(a.Out, "  history events %d\n", res.History)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&machines, "machines", 0, "number of machines to add (required)")
+	cmd.Flags().StringVar(&profile, "profile", seed.Steady.Name, "fleet profile: steady")
+	cmd.Flags().StringVar(&provider, "provider", "seed", "provider name of the seeded machines")
+	cmd.Flags().Uint64Var(&rngSeed, "seed", 0, "random seed, for a reproducible fleet (default: random)")
+	cmd.Flags().DurationVar(&workTTL, "work-ttl", time.Hour, "how long the seeding session and its active work live")
+	return cmd
+}
