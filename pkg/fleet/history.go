@@ -1,0 +1,170 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+)
+
+// HistoryEvent is one entry of a machine's work history.
+type HistoryEvent struct {
+	ID               int64        `json:"id"`
+	MachineID        uuid.UUID    `json:"machine_id"`
+	At               time.Time    `json:"at"`
+	Process          bmdb.Process `json:"process"`
+	Event            bmdb.Event   `json:"event"`
+	Cause            string       `json:"cause"`
+	SessionID        *uuid.UUID   `json:"session_id"`
+	SessionComponent string       `json:"session_component"`
+	SessionHost      string       `json:"session_host"`
+}
+
+// HistoryOptions filter a machine's history.
+type HistoryOptions struct {
+	// Process keeps only this process's events.
+	Process bmdb.Process
+	// Since keeps events at or after this time.
+	Since time.Time
+	// Limit keeps only the newest Limit events (still returned oldest first).
+	Limit int
+	// AfterID keeps events with a larger id (to continue from a seen event).
+	AfterID int64
+}
+
+const historyColumns = `work_history_id, machine_id, event_at, process, event, cause, session_id, session_component, session_host`
+
+func scanHistory(row pgx.CollectableRow) (HistoryEvent, error) {
+	var e HistoryEvent
+	err := row.Scan(&e.ID, &e.MachineID, &e.At, &e.Process, &e.Event, &e.Cause, &e.SessionID, &e.SessionComponent, &e.SessionHost)
+	return e, err
+}
+
+func (o HistoryOptions) where(machine uuid.UUID) (string, []any) {
+	args := []any{machine}
+	conds := []string{"machine_id = $1"}
+	if o.Process != "" {
+		args = append(args, string(o.Process))
+		conds = append(conds, fmt.Sprintf("process = $%d", len(args)))
+	}
+	if !o.Since.IsZero() {
+		args = append(args, o.Since)
+		conds = append(conds, fmt.Sprintf("event_at >= $%d", len(args)))
+	}
+	if o.AfterID > 0 {
+		args = append(args, o.AfterID)
+		conds = append(conds, fmt.Sprintf("work_history_id > $%d", len(args)))
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// History returns a machine's work history, oldest first. It reads the
+// (machine_id, work_history_id) index, newest first when limited, so its
+// cost follows the events returned, not the machine's whole history. It works
+// for machines that no longer exist.
+func History(ctx context.Context, db DB, machine uuid.UUID, o HistoryOptions) ([]HistoryEvent, error) {
+	where, args := o.where(machine)
+	q := "SELECT " + historyColumns + " FROM work_history WHERE " + where + " ORDER BY machine_id, work_history_id"
+	if o.Limit > 0 {
+		args = append(args, o.Limit)
+		q = "SELECT * FROM (SELECT " + historyColumns + " FROM work_history WHERE " + where +
+			fmt.Sprintf(" ORDER BY machine_id DESC, work_history_id DESC LIMIT $%d) newest ORDER BY work_history_id", len(args))
+	}
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanHistory)
+}
+
+// HistoryChannel is the NOTIFY channel of new work history events; the
+// payload is "<machine_id> <work_history_id>".
+const HistoryChannel = "work_history"
+
+// FollowHistory sends a machine's history to emit, oldest first, and then
+// each new event as it is written, until ctx ends (it then returns nil) or
+// the connection fails. It listens before it reads, so an event written at
+// any moment is either in the first read or announced afterwards; events are
+// read back by id, so ones that commit out of id order are not skipped.
+func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o HistoryOptions, emit func([]HistoryEvent) error) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection carries a LISTEN; do not give it back to the pool.
+	pc := conn.Hijack()
+	defer pc.Close(context.Background())
+	if _, err := pc.Exec(ctx, "LISTEN "+HistoryChannel); err != nil {
+		return err
+	}
+	first, err := History(ctx, pc, machine, o)
+	if err != nil {
+		return err
+	}
+	if len(first) > 0 {
+		if err := emit(first); err != nil {
+			return err
+		}
+	}
+	seen := map[int64]bool{}
+	for _, e := range first {
+		seen[e.ID] = true
+	}
+	after := o
+	after.Limit, after.AfterID = 0, 0
+	for {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		mid, hid, ok := parseHistoryPayload(n.Payload)
+		if !ok || mid != machine || seen[hid] {
+			continue
+		}
+		where, args := after.where(machine)
+		args = append(args, hid)
+		rows, err := pc.Query(ctx, "SELECT "+historyColumns+" FROM work_history WHERE "+where+fmt.Sprintf(" AND work_history_id = $%d", len(args)), args...)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		evs, err := pgx.CollectRows(rows, scanHistory)
+		if err != nil {
+			return err
+		}
+		seen[hid] = true
+		if len(evs) > 0 {
+			if err := emit(evs); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func parseHistoryPayload(p string) (uuid.UUID, int64, bool) {
+	mid, hid, ok := strings.Cut(p, " ")
+	if !ok {
+		return uuid.Nil, 0, false
+	}
+	id, err := uuid.Parse(mid)
+	if err != nil {
+		return uuid.Nil, 0, false
+	}
+	n, err := strconv.ParseInt(hid, 10, 64)
+	if err != nil {
+		return uuid.Nil, 0, false
+	}
+	return id, n, true
+}

@@ -1,0 +1,300 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+)
+
+// MachineSummary is one row of a machine list: who the machine is, what state
+// it is in, what holds it and what it waits for.
+type MachineSummary struct {
+	ID              uuid.UUID  `json:"machine_id"`
+	CreatedAt       time.Time  `json:"created_at"`
+	Provider        string     `json:"provider"`
+	ProviderID      string     `json:"provider_id"`
+	Address         string     `json:"address"`
+	Location        string     `json:"location"`
+	ProviderStatus  string     `json:"provider_status"`
+	State           State      `json:"state"`
+	AgentStartedAt  *time.Time `json:"agent_started_at"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at"`
+	// Work is the shepherd work held on the machine, if any.
+	Work *WorkHeld `json:"work"`
+	// Backoff is the unexpired backoff that matters for the machine's state
+	// (AgentStart before the agent started, Recovery after), else any
+	// unexpired one.
+	Backoff *ActiveBackoff `json:"backoff"`
+}
+
+// WorkHeld is a work item and the session that holds it.
+type WorkHeld struct {
+	Process          bmdb.Process `json:"process"`
+	Detail           string       `json:"detail"`
+	StartedAt        time.Time    `json:"started_at"`
+	SessionID        uuid.UUID    `json:"session_id"`
+	SessionComponent string       `json:"session_component"`
+	SessionHost      string       `json:"session_host"`
+}
+
+// ActiveBackoff is why and until when a process leaves a machine alone.
+type ActiveBackoff struct {
+	Process bmdb.Process `json:"process"`
+	Until   time.Time    `json:"until"`
+	Cause   string       `json:"cause"`
+}
+
+// Sort names a machine list order. Every order ends with the machine id, so
+// pages are stable.
+type Sort string
+
+const (
+	SortID        Sort = "id"
+	SortProvider  Sort = "provider" // provider, then provider id
+	SortLocation  Sort = "location"
+	SortState     Sort = "state"
+	SortSince     Sort = "since" // when the current work started
+	SortHeartbeat Sort = "heartbeat"
+	SortCreated   Sort = "created"
+)
+
+// Sorts lists the orders a list accepts.
+var Sorts = []Sort{SortID, SortProvider, SortLocation, SortState, SortSince, SortHeartbeat, SortCreated}
+
+var sortSQL = map[Sort]string{
+	SortID:        "machine_id",
+	SortProvider:  "provider, provider_id",
+	SortLocation:  "location, provider, provider_id",
+	SortState:     "state, provider, provider_id",
+	SortSince:     "work_started_at",
+	SortHeartbeat: "agent_heartbeat_at",
+	SortCreated:   "machine_created_at",
+}
+
+// ParseSort accepts a sort name, case-insensitively.
+func ParseSort(s string) (Sort, error) {
+	for _, o := range Sorts {
+		if strings.EqualFold(s, string(o)) {
+			return o, nil
+		}
+	}
+	names := make([]string, len(Sorts))
+	for i, o := range Sorts {
+		names[i] = string(o)
+	}
+	return "", fmt.Errorf("unknown sort %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// ListOptions filter, sort and page a machine list. Zero values mean no
+// filter, sort by id, no paging and the default recovery thresholds.
+type ListOptions struct {
+	// States keeps machines in any of these states.
+	States []State
+	// Process keeps machines this process holds work on or backs off from.
+	Process bmdb.Process
+	// Provider and Location keep machines with exactly this provider or location.
+	Provider string
+	Location string
+	// Match keeps machines whose id, provider id, address, location or work
+	// detail contains this text, case-insensitively; MatchInvert keeps the others.
+	Match       string
+	MatchInvert bool
+
+	Sort       Sort
+	Descending bool
+	// Limit caps the rows returned (0: all); Offset skips rows first.
+	Limit  int
+	Offset int
+
+	// Thresholds decide healthy, awaiting_heartbeat, no_heartbeat and
+	// heartbeat_stale; zero fields take bmdb.DefaultRecoveryThresholds.
+	Thresholds bmdb.RecoveryThresholds
+}
+
+func thresholdsOrDefault(th bmdb.RecoveryThresholds) bmdb.RecoveryThresholds {
+	if th.NoHeartbeatAfterStart <= 0 {
+		th.NoHeartbeatAfterStart = bmdb.DefaultRecoveryThresholds.NoHeartbeatAfterStart
+	}
+	if th.StaleHeartbeat <= 0 {
+		th.StaleHeartbeat = bmdb.DefaultRecoveryThresholds.StaleHeartbeat
+	}
+	return th
+}
+
+// machineRowsSQL is every machine with its state: one row per machine, since
+// each join matches at most one row (the shepherd's work is unique per
+// machine by the work_exclusion index, backoffs by their primary key). Plain
+// left joins let the planner walk an index for a short sorted page and hash
+// the tables for a whole-fleet scan. $1, $2: thresholds in seconds.
+const machineRowsSQL = `
+	SELECT m.machine_id, m.machine_created_at,
+		coalesce(p.provider, '') AS provider, coalesce(p.provider_id, '') AS provider_id,
+		coalesce(p.provider_address, '') AS address, coalesce(p.provider_location, '') AS location,
+		coalesce(p.provider_status, '') AS provider_status,
+		s.agent_started_at, h.agent_heartbeat_at,
+		w.process AS work_process, w.work_detail, w.work_started_at, w.session_id,
+		ws.session_component, ws.session_host,
+		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.process, br.process) ELSE coalesce(br.process, ba.process) END AS backoff_process,
+		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.backoff_until, br.backoff_until) ELSE coalesce(br.backoff_until, ba.backoff_until) END AS backoff_until,
+		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.backoff_cause, br.backoff_cause) ELSE coalesce(br.backoff_cause, ba.backoff_cause) END AS backoff_cause,
+		` + stateSQL + ` AS state
+	FROM machines m
+	LEFT JOIN machine_provided p ON p.machine_id = m.machine_id
+	LEFT JOIN machine_agent_started s ON s.machine_id = m.machine_id
+	LEFT JOIN machine_agent_heartbeat h ON h.machine_id = m.machine_id
+	LEFT JOIN work w ON w.machine_id = m.machine_id AND process_exclusion_group(w.process) = 'shepherd'
+	LEFT JOIN sessions ws ON ws.session_id = w.session_id
+	LEFT JOIN work_backoff ba ON ba.machine_id = m.machine_id AND ba.process = 'ShepherdAgentStart' AND ba.backoff_until > now()
+	LEFT JOIN work_backoff br ON br.machine_id = m.machine_id AND br.process = 'ShepherdRecovery' AND br.backoff_until > now()`
+
+const summaryColumns = `machine_id, machine_created_at, provider, provider_id, address, location, provider_status,
+	state, agent_started_at, agent_heartbeat_at,
+	work_process, work_detail, work_started_at, session_id, session_component, session_host,
+	backoff_process, backoff_until, backoff_cause`
+
+func scanSummary(row pgx.CollectableRow) (MachineSummary, error) {
+	var (
+		m          MachineSummary
+		wProcess   *string
+		wDetail    *string
+		wStarted   *time.Time
+		wSession   *uuid.UUID
+		wComponent *string
+		wHost      *string
+		bProcess   *string
+		bUntil     *time.Time
+		bCause     *string
+	)
+	err := row.Scan(&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
+		&m.State, &m.AgentStartedAt, &m.LastHeartbeatAt,
+		&wProcess, &wDetail, &wStarted, &wSession, &wComponent, &wHost,
+		&bProcess, &bUntil, &bCause)
+	if err != nil {
+		return m, err
+	}
+	if wProcess != nil {
+		m.Work = &WorkHeld{Process: bmdb.Process(*wProcess), Detail: deref(wDetail), StartedAt: *wStarted,
+			SessionID: *wSession, SessionComponent: deref(wComponent), SessionHost: deref(wHost)}
+	}
+	if bProcess != nil {
+		m.Backoff = &ActiveBackoff{Process: bmdb.Process(*bProcess), Until: *bUntil, Cause: deref(bCause)}
+	}
+	return m, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// where builds the filter of a machine list over machineRowsSQL's columns,
+// numbering its parameters after the two thresholds.
+func (o ListOptions) where() (string, []any) {
+	th := thresholdsOrDefault(o.Thresholds)
+	args := []any{th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds()}
+	var conds []string
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
+	}
+	if len(o.States) > 0 {
+		states := make([]string, len(o.States))
+		for i, s := range o.States {
+			states[i] = string(s)
+		}
+		add("state = ANY($?::text[])", states)
+	}
+	if o.Process != "" {
+		add("(work_process::text = $? OR backoff_process::text = $?)", string(o.Process))
+	}
+	if o.Provider != "" {
+		add("provider = $?", o.Provider)
+	}
+	if o.Location != "" {
+		add("location = $?", o.Location)
+	}
+	if o.Match != "" {
+		pattern := "%" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(o.Match) + "%"
+		cond := "(machine_id::text ILIKE $? OR provider_id ILIKE $? OR address ILIKE $? OR location ILIKE $? OR coalesce(work_detail, '') ILIKE $?)"
+		if o.MatchInvert {
+			cond = "NOT " + cond
+		}
+		add(cond, pattern)
+	}
+	if len(conds) == 0 {
+		return "", args
+	}
+	return "WHERE " + strings.Join(conds, " AND "), args
+}
+
+// ListMachines returns the machines that pass the filters of o, sorted and
+// paged in SQL.
+func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, error) {
+	where, args := o.where()
+	sort := o.Sort
+	if sort == "" {
+		sort = SortID
+	}
+	cols, ok := sortSQL[sort]
+	if !ok {
+		return nil, fmt.Errorf("unknown sort %q", sort)
+	}
+	dir := " ASC NULLS LAST"
+	if o.Descending {
+		dir = " DESC NULLS LAST"
+	}
+	var order []string
+	for _, c := range strings.Split(cols, ", ") {
+		order = append(order, c+dir)
+	}
+	if sort != SortID {
+		order = append(order, "machine_id"+dir)
+	}
+	q := "SELECT " + summaryColumns + " FROM (" + machineRowsSQL + ") x " + where + " ORDER BY " + strings.Join(order, ", ")
+	if o.Limit > 0 {
+		args = append(args, o.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	if o.Offset > 0 {
+		args = append(args, o.Offset)
+		q += fmt.Sprintf(" OFFSET $%d", len(args))
+	}
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanSummary)
+}
+
+// CountMachines returns how many machines pass the filters of o (ignoring
+// its sort and paging), for a pager's "rows x-y of n".
+func CountMachines(ctx context.Context, db DB, o ListOptions) (int, error) {
+	where, args := o.where()
+	var n int
+	err := db.QueryRow(ctx, "SELECT count(*) FROM ("+machineRowsSQL+") x "+where, args...).Scan(&n)
+	return n, err
+}
+
+// GetMachine returns the summary of one machine, or ErrUnknownMachine.
+func GetMachine(ctx context.Context, db DB, id uuid.UUID, th bmdb.RecoveryThresholds) (MachineSummary, error) {
+	th = thresholdsOrDefault(th)
+	rows, err := db.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL+") x WHERE machine_id = $3",
+		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), id)
+	if err != nil {
+		return MachineSummary{}, err
+	}
+	m, err := pgx.CollectExactlyOneRow(rows, scanSummary)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, fmt.Errorf("%w: %s", ErrUnknownMachine, id)
+	}
+	return m, err
+}
