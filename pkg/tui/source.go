@@ -1,0 +1,165 @@
+// Package tui is the live fleet view behind `bmctl machines watch`: a
+// bubbletea program showing machines, their derived state, the work the
+// shepherd holds on them, backoffs and history, refreshed from BMDB through
+// LISTEN/NOTIFY. It reads through a Source, so the model can be driven by any
+// store that answers the same questions (pkg/fleet is the real one).
+package tui
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Source is what the view reads and, when actions are allowed, changes.
+type Source interface {
+	// Page returns one window of the machines matching q, ordered by q's
+	// sort, together with the fleet summary.
+	Page(ctx context.Context, q Query) (Page, error)
+	// Locate returns the position of a machine (UUID, unique UUID prefix or
+	// provider id) in the ordering of q, or ErrNotInView.
+	Locate(ctx context.Context, q Query, ref string) (int, error)
+	// Detail returns everything known about one machine.
+	Detail(ctx context.Context, id uuid.UUID) (Detail, error)
+	// ClearBackoff clears a machine's backoff for process and records it in
+	// the machine's history.
+	ClearBackoff(ctx context.Context, id uuid.UUID, process string) error
+	// RequestRecovery makes the machine a Recovery candidate now.
+	RequestRecovery(ctx context.Context, id uuid.UUID) error
+}
+
+// ErrNotInView means a machine exists but the current filter hides it.
+var ErrNotInView = errors.New("machine is not in the current filter")
+
+// Column is a sortable column of the machine table.
+type Column int
+
+const (
+	ColMachine Column = iota
+	ColProvider
+	ColLocation
+	ColAddress
+	ColState
+	ColWork
+	ColBackoff
+	ColHeartbeat
+	numColumns
+)
+
+var columnNames = [numColumns]string{"MACHINE", "PROVIDER", "LOCATION", "ADDRESS", "STATE", "WORK", "BACKOFF", "HEARTBEAT"}
+
+func (c Column) String() string {
+	if c < 0 || c >= numColumns {
+		return "?"
+	}
+	return columnNames[c]
+}
+
+// Query selects and orders machines. Text matches any shown field
+// case-insensitively; State and Process narrow to one derived state or to
+// machines with work or a backoff of one process.
+type Query struct {
+	Text    string
+	State   string
+	Process string
+	Sort    Column
+	Desc    bool
+	Offset  int
+	Limit   int
+}
+
+// Row is one machine in the table.
+type Row struct {
+	ID         uuid.UUID
+	Provider   string
+	ProviderID string
+	Location   string
+	Address    string
+	State      string
+
+	// Work is the work item shown (the oldest if several), empty if none.
+	WorkProcess   string
+	WorkDetail    string
+	WorkComponent string
+	WorkHost      string
+	WorkStarted   time.Time
+
+	// Backoff is the unexpired backoff ending last, empty if none.
+	BackoffProcess string
+	BackoffUntil   time.Time
+	BackoffCause   string
+
+	// HeartbeatAt is zero when the agent never heart-beat.
+	HeartbeatAt time.Time
+}
+
+// Count is one named number of the fleet summary.
+type Count struct {
+	Name string
+	N    int
+}
+
+// Summary is the whole fleet at a glance, regardless of the filter.
+type Summary struct {
+	Machines int
+	States   []Count
+	Work     []Count
+	Backoffs []Count
+}
+
+// Page is one window of matching machines.
+type Page struct {
+	Rows    []Row
+	Offset  int
+	Total   int // machines matching the query
+	Summary Summary
+}
+
+// Detail is everything about one machine.
+type Detail struct {
+	Row
+	CreatedAt         time.Time
+	ProviderStatus    string
+	AgentStartedAt    time.Time
+	AgentKey          string // fingerprint of the agent's public key
+	HardwareAt        time.Time
+	RecoveryRequested time.Time
+	RecoveryRequester string
+	Work              []WorkItem
+	Backoffs          []BackoffItem
+	History           []HistoryItem
+}
+
+// WorkItem is a work item and the session holding it.
+type WorkItem struct {
+	Process   string
+	Detail    string
+	Started   time.Time
+	SessionID uuid.UUID
+	Component string
+	Host      string
+	PID       int
+	Version   string
+	Deadline  time.Time
+}
+
+// BackoffItem is a backoff, active or expired.
+type BackoffItem struct {
+	Process      string
+	Until        time.Time
+	Cause        string
+	LastInterval time.Duration
+}
+
+// HistoryItem is one work history event.
+type HistoryItem struct {
+	ID        int64
+	At        time.Time
+	Process   string
+	Event     string
+	Cause     string
+	Component string
+	Host      string
+}

@@ -1,0 +1,385 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
+)
+
+// View renders the screen. Only the visible rows are rendered, so the cost
+// does not depend on the size of the fleet.
+func (m Model) View() tea.View {
+	v := tea.NewView(m.Render())
+	v.AltScreen = true
+	v.WindowTitle = "bmctl machines watch"
+	return v
+}
+
+// Render is the screen as a string, every line cut to the width.
+func (m Model) Render() string {
+	var lines []string
+	switch {
+	case m.showHelp:
+		lines = m.helpLines()
+	case m.mode == modeDetail:
+		lines = m.detailLines()
+	default:
+		lines = m.tableLines()
+	}
+	for i, l := range lines {
+		lines[i] = ansi.Truncate(l, m.width, "")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// titleLine is the name of the view on the left and the freshness of the
+// data on the right.
+func (m Model) titleLine(title string) string {
+	status := m.statusIndicator()
+	gap := m.width - lipgloss.Width(title) - lipgloss.Width(status)
+	if gap < 1 {
+		return title + " " + status
+	}
+	return title + strings.Repeat(" ", gap) + status
+}
+
+func (m Model) statusIndicator() string {
+	now := m.opt.Clock()
+	var parts []string
+	switch {
+	case m.paused:
+		parts = append(parts, styled(styleWarn, fmt.Sprintf("⏸ PAUSED (%d changes waiting, p resumes)", m.pending)))
+	case m.listenState == "lost":
+		parts = append(parts, styled(styleError, fmt.Sprintf("✗ connection lost, retrying in %s", shortDuration(m.listenRetry))))
+	case m.listenState == "live":
+		parts = append(parts, styled(styleOK, "● live"))
+	case m.listenState == "off":
+		parts = append(parts, styled(styleDim, "○ polling every "+shortDuration(m.opt.Refresh)))
+	default:
+		parts = append(parts, styled(styleDim, "○ connecting"))
+	}
+	if m.lastErr != "" {
+		parts = append(parts, styled(styleError, "✗ query failed: "+oneLine(m.lastErr)))
+	}
+	if m.updatedAt.IsZero() {
+		parts = append(parts, "loading…")
+	} else {
+		parts = append(parts, fmt.Sprintf("updated %s (%s ago, query %s)",
+			m.updatedAt.In(m.opt.Location).Format("15:04:05"), shortDuration(now.Sub(m.updatedAt)), millis(m.queryTook)))
+	}
+	return strings.Join(parts, " · ")
+}
+
+func (m Model) summaryLine() string {
+	s := m.page.Summary
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s machines", styled(styleTitle, fmt.Sprint(s.Machines)))
+	if len(s.States) > 0 {
+		b.WriteString(" │ ")
+		for i, c := range s.States {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			b.WriteString(styled(stateStyle(c.Name), c.Name) + " " + fmt.Sprint(c.N))
+		}
+	}
+	counts := func(label string, cs []Count) {
+		b.WriteString(" │ " + label)
+		if len(cs) == 0 {
+			b.WriteString(" none")
+		}
+		for _, c := range cs {
+			b.WriteString(" " + styled(processStyle(c.Name), shortProcess(c.Name)) + " " + fmt.Sprint(c.N))
+		}
+	}
+	counts("work:", s.Work)
+	counts("backoffs:", s.Backoffs)
+	return b.String()
+}
+
+// layout decides column widths for the screen width: fixed columns keep
+// their width, WORK and BACKOFF share the rest, and on narrow screens the
+// least needed columns go first.
+func (m Model) layout() (cols []Column, widths []int) {
+	pref := [numColumns]int{8, 22, 10, 15, 17, 0, 0, 9}
+	const flexMin = 12
+	dropOrder := []Column{ColAddress, ColLocation, ColHeartbeat, ColBackoff, ColProvider}
+	shown := map[Column]bool{}
+	for c := Column(0); c < numColumns; c++ {
+		shown[c] = true
+	}
+	avail := m.width - 2 // the cursor marker
+	need := func() int {
+		n, k := 0, 0
+		for c := Column(0); c < numColumns; c++ {
+			if !shown[c] {
+				continue
+			}
+			k++
+			if pref[c] == 0 {
+				n += flexMin
+			} else {
+				n += pref[c]
+			}
+		}
+		return n + k - 1
+	}
+	for _, c := range dropOrder {
+		if need() <= avail {
+			break
+		}
+		shown[c] = false
+	}
+	rest := avail - need()
+	var flex []Column
+	for c := Column(0); c < numColumns; c++ {
+		if shown[c] && pref[c] == 0 {
+			flex = append(flex, c)
+		}
+	}
+	for c := Column(0); c < numColumns; c++ {
+		if !shown[c] {
+			continue
+		}
+		w := pref[c]
+		if w == 0 {
+			w = flexMin
+			switch {
+			case len(flex) == 1:
+				w += rest
+			case c == ColWork:
+				w += rest * 55 / 100
+			default:
+				w += rest - rest*55/100
+			}
+		}
+		cols = append(cols, c)
+		widths = append(widths, max(1, w))
+	}
+	return cols, widths
+}
+
+func (m Model) tableLines() []string {
+	now := m.opt.Clock()
+	filter := ""
+	if m.filter != "" {
+		filter = " · filter " + styled(stylePrompt, m.filter)
+	}
+	lines := []string{
+		m.titleLine(styled(styleTitle, "bmctl machines watch") + filter),
+		m.summaryLine(),
+	}
+	cols, widths := m.layout()
+	header := make([]string, len(cols))
+	for i, c := range cols {
+		title := c.String()
+		if c == m.query.Sort {
+			title += map[bool]string{false: "▲", true: "▼"}[m.query.Desc]
+		}
+		header[i] = pad(title, widths[i])
+	}
+	lines = append(lines, "  "+styled(styleHeader, strings.Join(header, " ")))
+
+	h := m.visibleRows()
+	for i := m.top; i < m.top+h; i++ {
+		if !m.havePage || i >= m.page.Total {
+			if i == 0 {
+				if m.havePage {
+					lines = append(lines, styled(styleDim, "  no machines match"+filter))
+				} else {
+					lines = append(lines, styled(styleDim, "  loading…"))
+				}
+			} else {
+				lines = append(lines, "")
+			}
+			continue
+		}
+		j := i - m.page.Offset
+		if j < 0 || j >= len(m.page.Rows) {
+			lines = append(lines, styled(styleDim, "  …"))
+			continue
+		}
+		lines = append(lines, m.rowLine(m.page.Rows[j], cols, widths, i == m.cursor, now))
+	}
+	lines = append(lines, m.statusLine(), m.help.ShortHelpView(m.keys.tableShort()))
+	return lines
+}
+
+func (m Model) rowLine(r Row, cols []Column, widths []int, selected bool, now time.Time) string {
+	cells := make([]string, len(cols))
+	for i, c := range cols {
+		text, style := cell(r, c, now)
+		text = pad(text, widths[i])
+		if !selected && style != nil {
+			text = style.Render(text)
+		}
+		cells[i] = text
+	}
+	line := strings.Join(cells, " ")
+	if selected {
+		return styled(styleSelected, "▸ "+line)
+	}
+	return "  " + line
+}
+
+// cell is a column's text for a row and the style that colours it.
+func cell(r Row, c Column, now time.Time) (string, *lipgloss.Style) {
+	switch c {
+	case ColMachine:
+		return shortID(r.ID), nil
+	case ColProvider:
+		if r.Provider == "" {
+			return "-", nil
+		}
+		return r.Provider + "/" + r.ProviderID, nil
+	case ColLocation:
+		return dash(r.Location), nil
+	case ColAddress:
+		return dash(r.Address), nil
+	case ColState:
+		s := stateStyle(r.State)
+		return r.State, &s
+	case ColWork:
+		if r.WorkProcess == "" {
+			return "-", nil
+		}
+		parts := []string{shortProcess(r.WorkProcess)}
+		if r.WorkDetail != "" {
+			parts = append(parts, r.WorkDetail)
+		}
+		parts = append(parts, shortDuration(now.Sub(r.WorkStarted)), "by "+holder(r.WorkComponent, r.WorkHost))
+		s := processStyle(r.WorkProcess)
+		return strings.Join(parts, " "), &s
+	case ColBackoff:
+		if r.BackoffProcess == "" {
+			return "-", nil
+		}
+		s := processStyle(r.BackoffProcess)
+		return fmt.Sprintf("%s %s: %s", shortProcess(r.BackoffProcess), shortDuration(r.BackoffUntil.Sub(now)), oneLine(r.BackoffCause)), &s
+	case ColHeartbeat:
+		if r.HeartbeatAt.IsZero() {
+			return "never", nil
+		}
+		return shortDuration(now.Sub(r.HeartbeatAt)) + " ago", nil
+	}
+	return "", nil
+}
+
+func holder(component, host string) string {
+	if host == "" {
+		return component
+	}
+	return component + "@" + host
+}
+
+func (m Model) statusLine() string {
+	switch m.prompt {
+	case promptFilter:
+		return styled(stylePrompt, "/") + m.input + "█  " + styled(styleDim, "text, state:NAME, process:NAME · enter keeps · esc restores")
+	case promptJump:
+		return styled(stylePrompt, "jump to machine: ") + m.input + "█  " + styled(styleDim, "UUID, prefix or provider id · enter jumps · esc cancels")
+	case promptConfirm:
+		return styled(styleWarn, m.confirmText)
+	}
+	if m.message != "" {
+		if m.messageStyle {
+			return styled(styleError, m.message)
+		}
+		return styled(styleOK, m.message)
+	}
+	if m.mode == modeDetail {
+		return styled(styleDim, "machine "+m.detailID.String())
+	}
+	if !m.havePage {
+		return ""
+	}
+	first, last := 0, 0
+	if m.page.Total > 0 {
+		first, last = m.top+1, min(m.top+m.visibleRows(), m.page.Total)
+	}
+	s := fmt.Sprintf("rows %d-%d of %d", first, last, m.page.Total)
+	if m.page.Total != m.page.Summary.Machines {
+		s += fmt.Sprintf(" (of %d)", m.page.Summary.Machines)
+	}
+	dir := "ascending"
+	if m.query.Desc {
+		dir = "descending"
+	}
+	s += fmt.Sprintf(" · sorted by %s %s", m.query.Sort, dir)
+	if !m.opt.AllowActions {
+		s += " · read-only"
+	}
+	return styled(styleDim, s)
+}
+
+func (m Model) helpLines() []string {
+	lines := []string{m.titleLine(styled(styleTitle, "bmctl machines watch · keys")), ""}
+	lines = append(lines, strings.Split(m.help.FullHelpView(m.keys.full()), "\n")...)
+	lines = append(lines, "",
+		"Filter: words match any column; state:NAME keeps one state (any unique part of its name),",
+		"process:NAME keeps machines with work or a backoff of that process (AgentStart, Recovery, Access).",
+		"Columns: 1 MACHINE 2 PROVIDER 3 LOCATION 4 ADDRESS 5 STATE 6 WORK 7 BACKOFF 8 HEARTBEAT.",
+		"Updates arrive through LISTEN/NOTIFY; a periodic refresh every "+shortDuration(m.opt.Refresh)+" catches ages.",
+	)
+	if m.opt.AllowActions {
+		lines = append(lines, "Actions are enabled; each asks for confirmation and is recorded in the machine's history.")
+	} else {
+		lines = append(lines, "Read-only: start with --allow-actions to clear backoffs and request recovery.")
+	}
+	lines = append(lines, "", styled(styleDim, "press any key to close"))
+	return lines
+}
+
+// pad cuts or fills s to exactly w cells.
+func pad(s string, w int) string {
+	if lipgloss.Width(s) > w {
+		s = ansi.Truncate(s, w, "…")
+	}
+	if n := w - lipgloss.Width(s); n > 0 {
+		s += strings.Repeat(" ", n)
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// shortDuration is an age in one or two units: 45s, 3m, 2h5m, 4d.
+func shortDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 24*time.Hour:
+		h, mnt := int(d/time.Hour), int(d%time.Hour/time.Minute)
+		if mnt == 0 {
+			return fmt.Sprintf("%dh", h)
+		}
+		return fmt.Sprintf("%dh%dm", h, mnt)
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// relTime is "3m ago" or "in 4m".
+func relTime(t, now time.Time) string {
+	if t.After(now) {
+		return "in " + shortDuration(t.Sub(now))
+	}
+	return shortDuration(now.Sub(t)) + " ago"
+}
+
+func millis(d time.Duration) string {
+	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+}
