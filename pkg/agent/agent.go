@@ -1,0 +1,225 @@
+// Package agent is what runs on a machine once the shepherd has taken it
+// over: it answers the shepherd's init message with a fresh ed25519 public
+// key, then heart-beats to the endpoint with that key until the machine is
+// rebooted, sending a hardware report on first contact.
+//
+// Takeover and Run run the agent in process (simulated machines, the demo);
+// Detach and RunDetached are the same agent as `bmctl agent` runs it on a
+// real machine, in a process of its own that outlives the SSH session.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bmctl/bmctl/pkg/agentproto"
+	"github.com/bmctl/bmctl/pkg/heartbeat"
+)
+
+// ErrSuperseded means the endpoint refused every heartbeat for
+// Options.GiveUpAfter: another agent holds the machine's key now (or the
+// machine was recovered), so this one stops instead of knocking forever.
+var ErrSuperseded = errors.New("endpoint has refused this agent's key for too long; another agent has taken over")
+
+// Options tune an agent. Zero values take the defaults.
+type Options struct {
+	Logger *slog.Logger
+	// Interval is the heartbeat period until the endpoint names one
+	// (default 30s; the endpoint's answer wins).
+	Interval time.Duration
+	// GiveUpAfter: refused continuously this long, the agent stops (default
+	// 30 min, Recovery's no-heartbeat-after-start threshold).
+	GiveUpAfter time.Duration
+	// HardwareRoot is where /proc and /sys are read from (default "/").
+	HardwareRoot string
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Interval <= 0 {
+		o.Interval = 30 * time.Second
+	}
+	if o.GiveUpAfter <= 0 {
+		o.GiveUpAfter = 30 * time.Minute
+	}
+	if o.HardwareRoot == "" {
+		o.HardwareRoot = "/"
+	}
+	return o
+}
+
+// Agent heart-beats for one machine with one key.
+type Agent struct {
+	init   agentproto.Init
+	key    ed25519.PrivateKey
+	client *heartbeat.Client
+	opts   Options
+	log    *slog.Logger
+}
+
+// MaxInitSize caps the init message read from the shepherd.
+const MaxInitSize = 64 << 10
+
+// ReadInit reads one init message and checks it names a machine.
+func ReadInit(r io.Reader) (agentproto.Init, error) {
+	var init agentproto.Init
+	if err := json.NewDecoder(io.LimitReader(r, MaxInitSize)).Decode(&init); err != nil {
+		return init, fmt.Errorf("reading init message on stdin: %w", err)
+	}
+	if _, err := uuid.Parse(init.MachineID); err != nil {
+		return init, fmt.Errorf("init message: machine_id %q is not a UUID", init.MachineID)
+	}
+	return init, nil
+}
+
+// New makes an agent for init that authenticates with key.
+func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, error) {
+	opts = opts.withDefaults()
+	client, err := heartbeat.NewClient(init.Endpoint, []byte(init.EndpointCA), key, init.MachineID)
+	if err != nil {
+		return nil, fmt.Errorf("init message: %w", err)
+	}
+	return &Agent{
+		init:   init,
+		key:    key,
+		client: client,
+		opts:   opts,
+		log:    opts.Logger.With("machine", init.MachineID),
+	}, nil
+}
+
+// Takeover answers the shepherd in process: it reads the init message from
+// stdin, makes an agent with a new key and writes the reply to stdout. The
+// caller then runs the agent.
+func Takeover(ctx context.Context, stdin io.Reader, stdout io.Writer, opts Options) (*Agent, error) {
+	init, err := ReadInit(stdin)
+	if err != nil {
+		return nil, reply(stdout, agentproto.Reply{Init: init, Error: err.Error()}, err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, reply(stdout, agentproto.Reply{Init: init, Error: err.Error()}, err)
+	}
+	a, err := New(init, key, opts)
+	if err != nil {
+		return nil, reply(stdout, agentproto.Reply{Init: init, Error: err.Error()}, err)
+	}
+	if err := reply(stdout, a.Reply(), nil); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// reply writes rep and returns cause, or the write's failure.
+func reply(w io.Writer, rep agentproto.Reply, cause error) error {
+	if err := json.NewEncoder(w).Encode(rep); err != nil {
+		return fmt.Errorf("writing reply: %w", err)
+	}
+	return cause
+}
+
+// Reply is the answer to the shepherd: its init echoed and the public key.
+func (a *Agent) Reply() agentproto.Reply {
+	return agentproto.Reply{Init: a.init, PublicKey: a.key.Public().(ed25519.PublicKey)}
+}
+
+// PublicKey is the key the agent authenticates with.
+func (a *Agent) PublicKey() ed25519.PublicKey { return a.key.Public().(ed25519.PublicKey) }
+
+// Run heart-beats until ctx ends (returning nil) or the endpoint has refused
+// the key for GiveUpAfter (ErrSuperseded). Failures are retried with
+// exponential backoff capped at the interval, so an endpoint coming back is
+// heard from within one interval; each failure is logged with its cause.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.client.Close()
+	interval := a.opts.Interval
+	var (
+		hw           *heartbeat.HardwareReport
+		failures     int
+		refusedSince time.Time
+	)
+	a.log.Info("agent running", "endpoint", a.init.Endpoint)
+	for {
+		req := heartbeat.Request{MachineID: a.init.MachineID}
+		if hw == nil {
+			// Collected until the first accepted heartbeat carries it.
+			r := CollectHardware(a.opts.HardwareRoot)
+			req.Hardware = &r
+		}
+		resp, err := a.client.Send(ctx, req)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var wait time.Duration
+		if err == nil {
+			if failures > 0 {
+				a.log.Info("heartbeat accepted again", "after_failures", failures)
+			}
+			if req.Hardware != nil {
+				hw = req.Hardware
+				a.log.Info("hardware reported", "cpus", hw.CPUCount, "memory_bytes", hw.MemoryBytes, "disks", len(hw.Disks), "nics", len(hw.NICs))
+			}
+			failures, refusedSince = 0, time.Time{}
+			if resp.IntervalMillis > 0 {
+				interval = clamp(time.Duration(resp.IntervalMillis)*time.Millisecond, 100*time.Millisecond, time.Hour)
+			}
+			// Early rather than late, spread so agents started together
+			// drift apart.
+			wait = interval - time.Duration(mrand.Int64N(int64(interval/10)+1))
+		} else {
+			failures++
+			wait = retryWait(failures, interval)
+			var se *heartbeat.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusForbidden {
+				if refusedSince.IsZero() {
+					refusedSince = time.Now()
+				} else if time.Since(refusedSince) >= a.opts.GiveUpAfter {
+					a.log.Error("giving up", "cause", err, "refused_for", time.Since(refusedSince).Round(time.Second))
+					return ErrSuperseded
+				}
+			} else {
+				refusedSince = time.Time{}
+			}
+			if errors.As(err, &se) && se.Code == http.StatusTooManyRequests {
+				wait = interval
+			}
+			a.log.Warn("heartbeat failed", "cause", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// retryWait is the wait after the n-th failure in a row: from a second (or
+// the interval if shorter) doubling up to the interval, with jitter so a
+// fleet does not return to a recovered endpoint in one wave.
+func retryWait(n int, interval time.Duration) time.Duration {
+	d := min(time.Second, interval)
+	for i := 1; i < n && d < interval; i++ {
+		d *= 2
+	}
+	d = min(d, interval)
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+func clamp(d, lo, hi time.Duration) time.Duration {
+	return max(lo, min(d, hi))
+}
