@@ -173,4 +173,3 @@ func LogPath() string {
 	}
 	return filepath.Join(cluster.Dir, "postgres.log")
 }
-
