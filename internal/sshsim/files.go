@@ -95,7 +95,7 @@ func (fs *fileSystem) Filecmd(r *sftp.Request) error {
 		}
 		delete(m.uploads, p)
 		return nil
-	case "Rename":
+	case "Rename", "PosixRename":
 		u, ok := m.uploads[p]
 		if !ok {
 			return os.ErrNotExist

@@ -1,0 +1,91 @@
+package shepherd
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+)
+
+// RecoveryConfig configures the Recovery loop.
+type RecoveryConfig struct {
+	LoopConfig
+	// Thresholds decide which agents count as dead; default DESIGN's 30m/10m.
+	Thresholds bmdb.RecoveryThresholds
+	// RebootTimeout bounds one reboot through the provider, until it has
+	// taken effect; default 10m.
+	RebootTimeout time.Duration
+}
+
+func (c RecoveryConfig) withDefaults() RecoveryConfig {
+	if c.Thresholds == (bmdb.RecoveryThresholds{}) {
+		c.Thresholds = bmdb.DefaultRecoveryThresholds
+	}
+	if c.RebootTimeout <= 0 {
+		c.RebootTimeout = 10 * time.Minute
+	}
+	if c.Backoff == (bmdb.Backoff{}) {
+		c.Backoff = bmdb.RecoveryBackoff
+	}
+	return c
+}
+
+// recovery is the Recovery loop: it reboots machines whose agent stopped
+// heart-beating and removes their agent tags, so AgentStart starts it again.
+type recovery struct {
+	cfg       RecoveryConfig
+	providers map[string]Provider
+	types     []string
+}
+
+func newRecovery(cfg RecoveryConfig, providers map[string]Provider) *recovery {
+	r := &recovery{cfg: cfg, providers: providers}
+	for t := range providers {
+		r.types = append(r.types, t)
+	}
+	return r
+}
+
+func (r *recovery) Process() bmdb.Process { return bmdb.ProcessShepherdRecovery }
+
+// recoveryBatch is how many candidates one claim looks at: machines of
+// providers this shepherd does not run are left to a shepherd that does.
+const recoveryBatch = 16
+
+func (r *recovery) Candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
+	ids, err := bmdb.RecoveryCandidates(ctx, tx, r.cfg.Thresholds, recoveryBatch)
+	if err != nil || len(ids) == 0 {
+		return ids, err
+	}
+	rows, err := tx.Query(ctx, `SELECT machine_id FROM machine_provided WHERE machine_id = ANY($1) AND provider = ANY($2)`, ids, r.types)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
+
+func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.Tx) error, error) {
+	p, ok := r.providers[t.Machine.Provider]
+	if !ok {
+		return nil, fail(FailMachine, fmt.Errorf("machine's provider %q is not configured in this shepherd", t.Machine.Provider))
+	}
+	t.SetDetail(ctx, "rebooting via "+p.Type()+", waiting for it to take effect")
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.RebootTimeout)
+	defer cancel()
+	if err := p.Reboot(rctx, t.Machine.ProviderID); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if rctx.Err() != nil {
+			return nil, fail(FailTimeout, fmt.Errorf("reboot via %s did not take effect within %s: %v", p.Type(), r.cfg.RebootTimeout, err))
+		}
+		return nil, fail(FailProvider, fmt.Errorf("reboot via %s: %w", p.Type(), err))
+	}
+	return func(ctx context.Context, tx pgx.Tx) error {
+		return bmdb.ClearAgentTags(ctx, tx, t.Machine.MachineID)
+	}, nil
+}
