@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bench"
 	"github.com/bmctl/bmctl/pkg/seed"
 )
 
@@ -21,7 +24,7 @@ func newDevCmd(a *app) *cobra.Command {
 		Short: "Developer tools: synthetic fleets, benchmarks",
 	}
 	asGroup(cmd)
-	cmd.AddCommand(newDevSeedCmd(a))
+	cmd.AddCommand(newDevSeedCmd(a), newDevBenchCmd(a))
 	for _, sub := range devSubcommands {
 		cmd.AddCommand(sub(a))
 	}
@@ -85,5 +88,43 @@ turn stale after 10 minutes unless agents report.`,
 	cmd.Flags().StringVar(&provider, "provider", "seed", "provider name of the seeded machines")
 	cmd.Flags().Uint64Var(&rngSeed, "seed", 0, "random seed, for a reproducible fleet (default: random)")
 	cmd.Flags().DurationVar(&workTTL, "work-ttl", time.Hour, "how long the seeding session and its active work live")
+	return cmd
+}
+
+func newDevBenchCmd(a *app) *cobra.Command {
+	var (
+		cfg    bench.Config
+		fleets string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure claim throughput and candidate latency on a dedicated PostgreSQL cluster",
+		Long: `Starts a throwaway PostgreSQL cluster (fsync off) and measures, in one run:
+pgbench -N tps, claim+finish cycles/s through bmdb and the seed's way, and
+candidate query latency in the steady profile. Prints one table and saves it
+with the EXPLAIN (ANALYZE, BUFFERS) plans in --out. Ignores --db: it never
+touches a configured database.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range strings.Split(fleets, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil || n < 100 {
+					return usageError{fmt.Errorf("--fleets wants machine counts of at least 100 separated by commas, got %q", f)}
+				}
+				cfg.Fleets = append(cfg.Fleets, n)
+			}
+			if cfg.Duration < time.Second {
+				return usageError{fmt.Errorf("--duration must be at least 1s, got %s", cfg.Duration)}
+			}
+			cfg.Progress = a.Err
+			return bench.Run(cmd.Context(), cfg, a.Out)
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Dir, "out", "bench", "directory for the table and the query plans")
+	cmd.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each throughput measurement")
+	cmd.Flags().StringVar(&fleets, "fleets", "100000,1000000", "steady fleet sizes for candidate latency")
+	cmd.Flags().IntVar(&cfg.ClaimMachines, "claim-machines", 100_000, "fleet size for claim+finish")
+	cmd.Flags().IntVar(&cfg.ClaimEligible, "claim-eligible", 10_000, "AgentStart candidates in the claim+finish fleet")
+	cmd.Flags().IntVar(&cfg.Samples, "samples", 2000, "candidate queries timed per measurement")
 	return cmd
 }

@@ -1,0 +1,265 @@
+// Package bench measures what decides how big a fleet bmctl can run, all in
+// one run on one dedicated PostgreSQL cluster: the machine's ceiling
+// (pgbench), claim+finish throughput through bmdb against the seed's
+// select-time exclusion under SERIALIZABLE, and candidate query latency at
+// 100k and 1M machines. It prints one table and saves the query plans.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/localpg"
+	"github.com/bmctl/bmctl/pkg/seed"
+)
+
+// Config sizes a benchmark run. Zero values take the defaults of `make bench`.
+type Config struct {
+	// Dir receives the table (results.txt) and the EXPLAIN plans.
+	Dir string
+	// Duration of each throughput measurement.
+	Duration time.Duration
+	// Sessions are the concurrency levels of the throughput measurements.
+	Sessions []int
+	// ClaimMachines and ClaimEligible shape the claim+finish fleet.
+	ClaimMachines, ClaimEligible int
+	// Fleets are the steady-profile sizes for candidate latency.
+	Fleets []int
+	// Samples per candidate latency measurement.
+	Samples int
+	// URL of an existing database to use instead of a throwaway cluster.
+	URL string
+	// Progress receives one line per step.
+	Progress io.Writer
+}
+
+func (c *Config) defaults() {
+	if c.Dir == "" {
+		c.Dir = "bench"
+	}
+	if c.Duration == 0 {
+		c.Duration = 10 * time.Second
+	}
+	if len(c.Sessions) == 0 {
+		c.Sessions = []int{1, 4, 16}
+	}
+	if c.ClaimMachines == 0 {
+		c.ClaimMachines = 100_000
+	}
+	if c.ClaimEligible == 0 {
+		c.ClaimEligible = c.ClaimMachines / 10
+	}
+	if len(c.Fleets) == 0 {
+		c.Fleets = []int{100_000, 1_000_000}
+	}
+	if c.Samples == 0 {
+		c.Samples = 2000
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+// Results is everything one run measured.
+type Results struct {
+	Started    time.Time
+	Server     string
+	Settings   string
+	Duration   time.Duration
+	Sessions   []int
+	Pgbench    map[int]float64
+	Claim      map[int]Throughput
+	Seed       map[int]Throughput
+	Candidates []Latency
+	HOT        HOTStats
+	Shepherd   string // RSS note
+}
+
+// Throughput of claim+finish cycles at one concurrency.
+type Throughput struct {
+	CyclesPerSec float64
+	Cycles       int
+	Empty        int // claims that found nothing (a lost race)
+	Retries      int // transactions retried on 40001
+}
+
+// Latency of one candidate query at one fleet size.
+type Latency struct {
+	Query    string
+	Fleet    int
+	Limit    int
+	Eligible int
+	P50, P99 time.Duration
+	Plan     string // file the plan was saved to
+}
+
+// HOTStats shows whether heartbeat upserts stay heap-only.
+type HOTStats struct {
+	Updates, HOT int64
+	PerSec       float64
+}
+
+// Run runs every measurement and writes the table to out and Dir.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	cfg.defaults()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Progress, "bench: "+format+"\n", args...)
+	}
+	url := cfg.URL
+	pg := pgbenchTarget{}
+	if url == "" {
+		dir, err := os.MkdirTemp("", "bmctl-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		// fsync off: the run measures CPU and locking, not this VM's disk;
+		// pgbench and bmdb run on the same settings, so the ratios hold.
+		cluster := &localpg.Cluster{Dir: dir, Fast: true}
+		logf("starting a dedicated PostgreSQL cluster in %s", dir)
+		if err := cluster.Start(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = cluster.Stop(sctx)
+		}()
+		if err := cluster.CreateDatabase(ctx, "bench"); err != nil {
+			return err
+		}
+		url = cluster.URL("bench")
+		pg = pgbenchTarget{host: cluster.SocketDir(), user: "postgres", db: "bench"}
+		if os.Geteuid() != 0 {
+			pg.user = ""
+		}
+	} else {
+		pg = pgbenchTarget{url: url}
+	}
+	if err := bmdb.MigrateUp(url); err != nil {
+		return err
+	}
+	conn, err := bmdb.Open(ctx, withPoolSize(url, 64))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Sessions: cfg.Sessions,
+		Pgbench: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{}}
+	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
+		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
+		       current_setting('synchronous_commit'), current_setting('shared_buffers'))`).Scan(&res.Server, &res.Settings)
+
+	// The ceiling: pgbench's simple-update workload.
+	logf("pgbench -i")
+	if err := pg.init(ctx); err != nil {
+		return err
+	}
+	for _, c := range cfg.Sessions {
+		tps, err := pg.run(ctx, c, cfg.Duration)
+		if err != nil {
+			return err
+		}
+		logf("pgbench -N -c %d: %.0f tps", c, tps)
+		res.Pgbench[c] = tps
+	}
+
+	// Claim+finish over a fleet with ClaimEligible AgentStart candidates.
+	logf("seeding %d machines, %d eligible for AgentStart", cfg.ClaimMachines, cfg.ClaimEligible)
+	claimFleet := seed.Profile{Name: "claim", New: float64(cfg.ClaimEligible) / float64(cfg.ClaimMachines)}
+	if err := reseed(ctx, conn, cfg.ClaimMachines, claimFleet); err != nil {
+		return err
+	}
+	for _, c := range cfg.Sessions {
+		t, err := claimFinish(ctx, conn, c, cfg.Duration)
+		if err != nil {
+			return err
+		}
+		logf("claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", c, t.CyclesPerSec, t.Empty)
+		res.Claim[c] = t
+		t, err = seedWay(ctx, conn, c, cfg.Duration)
+		if err != nil {
+			return err
+		}
+		logf("seed's way, %d sessions: %.0f cycles/s, %d retries", c, t.CyclesPerSec, t.Retries)
+		res.Seed[c] = t
+	}
+
+	// Candidate latency in the steady profile.
+	for _, n := range cfg.Fleets {
+		logf("seeding %d machines, steady profile", n)
+		if err := reseed(ctx, conn, n, seed.Steady); err != nil {
+			return err
+		}
+		lat, err := candidateLatencies(ctx, conn, n, cfg.Samples, cfg.Dir)
+		if err != nil {
+			return err
+		}
+		for _, l := range lat {
+			logf("%s limit %d at %d: p50 %s p99 %s (%d eligible)", l.Query, l.Limit, n, l.P50, l.P99, l.Eligible)
+		}
+		res.Candidates = append(res.Candidates, lat...)
+		if n == cfg.Fleets[len(cfg.Fleets)-1] {
+			// Heartbeats at full speed on the biggest fleet, then the
+			// candidate queries again: upserts must stay HOT and not bloat
+			// what the queries read.
+			logf("heartbeats for %s at %d machines", cfg.Duration, n)
+			res.HOT, err = heartbeats(ctx, conn, 4, cfg.Duration)
+			if err != nil {
+				return err
+			}
+			lat, err := candidateLatencies(ctx, conn, n, cfg.Samples, "")
+			if err != nil {
+				return err
+			}
+			for i := range lat {
+				lat[i].Query += " after heartbeats"
+			}
+			res.Candidates = append(res.Candidates, lat...)
+		}
+	}
+	res.Shepherd = shepherdRSSNote()
+
+	var table = render(res)
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "results.txt"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	_, err = io.WriteString(out, table)
+	return err
+}
+
+func withPoolSize(url string, n int) string {
+	sep := "?"
+	for _, r := range url {
+		if r == '?' {
+			sep = "&"
+		}
+	}
+	return fmt.Sprintf("%s%spool_max_conns=%d", url, sep, n)
+}
+
+// reseed empties the fleet tables and seeds n machines, then vacuums so the
+// measurements start from a settled table (visibility map, statistics).
+func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
+	if _, err := conn.Pool.Exec(ctx, `TRUNCATE machines, machine_provided, machine_agent_started, machine_agent_heartbeat,
+		machine_hardware_report, work, work_backoff, work_history, sessions CASCADE`); err != nil {
+		return err
+	}
+	if _, err := seed.Seed(ctx, conn.Pool, seed.Options{Machines: n, Profile: p, Seed: uint64(n)}); err != nil {
+		return err
+	}
+	_, err := conn.Pool.Exec(ctx, `VACUUM (ANALYZE) machines, machine_provided, machine_agent_started, machine_agent_heartbeat, work, work_backoff, work_history, sessions`)
+	return err
+}
+
+func cpus() int { return runtime.NumCPU() }

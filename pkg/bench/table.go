@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// render prints every measurement in one table, with the target each is
+// held to and whether it met it.
+func render(r *Results) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bmctl bench, %s: PostgreSQL %s (%s), %d CPUs, %s per throughput cell\n\n",
+		r.Started.Format("2006-01-02 15:04 UTC"), r.Server, r.Settings, cpus(), r.Duration)
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	row := func(cells ...string) { fmt.Fprintln(w, strings.Join(cells, "\t")+"\t") }
+	head := []string{"measure"}
+	for _, c := range r.Sessions {
+		head = append(head, fmt.Sprintf("%d session(s)", c))
+	}
+	row(append(head, "target", "met")...)
+	per := func(name string, f func(c int) string, target string, met string) {
+		cells := []string{name}
+		for _, c := range r.Sessions {
+			cells = append(cells, f(c))
+		}
+		row(append(cells, target, met)...)
+	}
+	ratio := func(c int) float64 {
+		if r.Pgbench[c] == 0 {
+			return 0
+		}
+		return 2 * r.Claim[c].CyclesPerSec / r.Pgbench[c]
+	}
+	per("pgbench -N tps (ceiling)", func(c int) string { return fmt.Sprintf("%.0f", r.Pgbench[c]) }, "", "")
+	per("claim+finish cycles/s (bmdb)", func(c int) string { return fmt.Sprintf("%.0f", r.Claim[c].CyclesPerSec) },
+		"16 ≥ 4", yes(r.Claim[16].CyclesPerSec >= r.Claim[4].CyclesPerSec))
+	per("  empty claims (lost races) per cycle", func(c int) string {
+		return fmt.Sprintf("%.3f", perCycle(r.Claim[c].Empty, r.Claim[c].Cycles))
+	}, "", "")
+	metRatio := ratio(4) >= 0.5 && ratio(16) >= 0.5
+	per("  2×cycles/s ÷ pgbench tps", func(c int) string { return fmt.Sprintf("%.2f", ratio(c)) }, "≥ 0.5 at 4, 16", yes(metRatio))
+	faster := true
+	for _, c := range r.Sessions {
+		faster = faster && r.Claim[c].CyclesPerSec > r.Seed[c].CyclesPerSec
+	}
+	per("seed's way cycles/s (SERIALIZABLE)", func(c int) string { return fmt.Sprintf("%.0f", r.Seed[c].CyclesPerSec) },
+		"bmdb faster", yes(faster))
+	per("  retries per cycle", func(c int) string { return fmt.Sprintf("%.3f", perCycle(r.Seed[c].Retries, r.Seed[c].Cycles)) }, "", "")
+	per("  empty claims per cycle", func(c int) string { return fmt.Sprintf("%.3f", perCycle(r.Seed[c].Empty, r.Seed[c].Cycles)) }, "", "")
+	for _, l := range r.Candidates {
+		target, met := "", ""
+		if !strings.Contains(l.Query, "after") {
+			limit := 2 * time.Millisecond
+			if l.Fleet >= 1_000_000 {
+				limit = 10 * time.Millisecond
+			}
+			target, met = "p50 < "+ms(limit), yes(l.P50 < limit)
+		}
+		cells := []string{fmt.Sprintf("%s candidates, %s steady (%d eligible)", l.Query, fleetName(l.Fleet), l.Eligible),
+			"p50 " + ms(l.P50), "p99 " + ms(l.P99)}
+		for len(cells) < len(r.Sessions)+1 {
+			cells = append(cells, "")
+		}
+		row(append(cells, target, met)...)
+	}
+	if r.HOT.Updates > 0 {
+		cells := []string{"heartbeat upserts, 1M steady", fmt.Sprintf("%.0f/s", r.HOT.PerSec),
+			fmt.Sprintf("%.1f%% HOT", 100*float64(r.HOT.HOT)/float64(r.HOT.Updates))}
+		for len(cells) < len(r.Sessions)+1 {
+			cells = append(cells, "")
+		}
+		row(append(cells, "mostly HOT", yes(r.HOT.HOT*2 > r.HOT.Updates))...)
+	}
+	cells := []string{"shepherd RSS, 32 workers per loop", r.Shepherd}
+	for len(cells) < len(r.Sessions)+1 {
+		cells = append(cells, "")
+	}
+	row(append(cells, "< 100 MB", "")...)
+	w.Flush()
+	fmt.Fprintf(&b, "\nclaims ask for %d candidate; candidate latency is the query and its rows inside a transaction, %s.\n",
+		ClaimLimit, "over the pool's prepared statements")
+	var plans []string
+	for _, l := range r.Candidates {
+		if l.Plan != "" {
+			plans = append(plans, l.Plan)
+		}
+	}
+	if len(plans) > 0 {
+		fmt.Fprintf(&b, "plans (EXPLAIN (ANALYZE, BUFFERS)): %s\n", strings.Join(plans, ", "))
+	}
+	return b.String()
+}
+
+func perCycle(n, cycles int) float64 {
+	if cycles == 0 {
+		return 0
+	}
+	return float64(n) / float64(cycles)
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond))
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+// shepherdRSSNote is filled in once a shepherd can be run here.
+func shepherdRSSNote() string {
+	return "not measured"
+}
