@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS machine_provided_provider_id;
