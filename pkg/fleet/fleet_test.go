@@ -151,6 +151,38 @@ func TestStates(t *testing.T) {
 		}
 	}
 
+	// Filtering by a state (driven from a small index for most states)
+	// keeps exactly the machines in it, alone and combined with a process.
+	for _, st := range fleet.States {
+		var wantN int
+		for _, m := range list {
+			if m.State == st {
+				wantN++
+			}
+		}
+		got, err := fleet.ListMachines(ctx, conn.Pool, fleet.ListOptions{States: []fleet.State{st}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := fleet.CountMachines(ctx, conn.Pool, fleet.ListOptions{States: []fleet.State{st}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != wantN || n != wantN {
+			t.Errorf("state %s: listed %d, counted %d, want %d", st, len(got), n, wantN)
+		}
+		for _, m := range got {
+			if m.State != st {
+				t.Errorf("state filter %s returned %s in state %s", st, m.ID, m.State)
+			}
+		}
+	}
+	if got, err := fleet.ListMachines(ctx, conn.Pool, fleet.ListOptions{
+		States: []fleet.State{fleet.StateBackedOff, fleet.StateAgentStarting}, Process: bmdb.ProcessShepherdAgentStart,
+	}); err != nil || len(got) != 2 {
+		t.Errorf("backed_off+agent_starting of AgentStart: %d machines, %v; want 2", len(got), err)
+	}
+
 	// The detail of the agent-starting machine names its work and session.
 	m, err := fleet.GetMachine(ctx, conn.Pool, starting, bmdb.RecoveryThresholds{})
 	if err != nil {
