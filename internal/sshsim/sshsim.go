@@ -111,6 +111,14 @@ func (m *Machine) SetHostKey(key ed25519.PrivateKey) error {
 	return nil
 }
 
+// SetAuthorizedKeys replaces the client keys accepted from now on; none
+// accepts every key.
+func (m *Machine) SetAuthorizedKeys(keys ...ssh.PublicKey) {
+	m.mu.Lock()
+	m.cfg.AuthorizedKeys = keys
+	m.mu.Unlock()
+}
+
 // SetOnExec replaces what exec requests do; nil restores AgentExec.
 func (m *Machine) SetOnExec(f ExecFunc) {
 	m.mu.Lock()
@@ -253,12 +261,15 @@ func (m *Machine) accept(ctx context.Context, l net.Listener) {
 }
 
 func (m *Machine) serverConfig() *ssh.ServerConfig {
+	m.mu.Lock()
+	authorized := m.cfg.AuthorizedKeys
+	m.mu.Unlock()
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			if len(m.cfg.AuthorizedKeys) == 0 {
+			if len(authorized) == 0 {
 				return nil, nil
 			}
-			for _, k := range m.cfg.AuthorizedKeys {
+			for _, k := range authorized {
 				if string(k.Marshal()) == string(key.Marshal()) {
 					return nil, nil
 				}

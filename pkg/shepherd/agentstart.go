@@ -199,6 +199,9 @@ func (a *agentStart) dial(ctx context.Context, addr string, pinned ssh.PublicKey
 			return nil, nil, fail(FailHostKey, fmt.Errorf("refusing %s: %v; if the machine was reinstalled, forget the pinned key (bmctl shepherd forget-host-key)", addr, mismatch))
 		case ctx.Err() != nil:
 			return nil, nil, ctx.Err()
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, nil, fail(FailAuth, fmt.Errorf("%s did not accept the shepherd's SSH key %s (install its .pub in the SSH user's authorized_keys): %w",
+				addr, ssh.FingerprintSHA256(a.cfg.Signer.PublicKey()), err))
 		case !stopped || dctx.Err() != nil:
 			return nil, nil, fail(FailTimeout, fmt.Errorf("SSH handshake with %s did not complete within %s", addr, a.cfg.DialTimeout))
 		}

@@ -11,6 +11,7 @@ type FailureClass string
 
 const (
 	FailDial     FailureClass = "dial"     // the machine's SSH server could not be reached or refused us
+	FailAuth     FailureClass = "auth"     // the machine did not accept the shepherd's SSH key
 	FailHostKey  FailureClass = "host_key" // the machine presented another host key than the pinned one
 	FailUpload   FailureClass = "upload"   // the agent binary could not be uploaded
 	FailExec     FailureClass = "exec"     // the agent could not be run or exited non-zero

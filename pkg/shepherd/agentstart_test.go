@@ -1,0 +1,202 @@
+package shepherd_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/pkg/agentproto"
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/shepherd"
+)
+
+func TestAgentStartSetsTag(t *testing.T) {
+	e := newEnv(t)
+	m, id, _ := e.machine()
+	stop := e.run(shepherd.Config{AgentStart: e.agentStart()})
+	waitFor(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
+	stop()
+
+	var key []byte
+	if err := e.conn.Pool.QueryRow(context.Background(), `SELECT agent_public_key FROM machine_agent_started WHERE machine_id = $1`, id).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	if !ed25519.PublicKey(key).Equal(m.AgentKey().Public()) {
+		t.Error("the tag does not hold the key the agent replied with")
+	}
+	bin, _ := os.ReadFile(e.agentBin)
+	u, ok := m.Uploaded(shepherd.DefaultRemotePath)
+	if !ok || u.SHA256 != sha256.Sum256(bin) || u.Mode&0o111 == 0 {
+		t.Errorf("agent on the machine: %+v, uploaded %v; want the agent binary, executable", u, ok)
+	}
+	if got := m.Execs(); len(got) != 1 || got[0] != "'/tmp/bmctl-agent' agent" {
+		t.Errorf("commands run: %q, want one \"'/tmp/bmctl-agent' agent\"", got)
+	}
+	pinned, err := shepherd.PinnedHostKey(context.Background(), e.conn.Pool, id)
+	if err != nil || pinned == nil || string(pinned.Marshal()) != string(m.HostKey().Marshal()) {
+		t.Errorf("pinned host key %v (%v), want the machine's", pinned, err)
+	}
+	evs := e.history(id)
+	if len(evs) != 2 || evs[0].Event != bmdb.EventStarted || evs[1].Event != bmdb.EventFinished || evs[1].Process != bmdb.ProcessShepherdAgentStart {
+		t.Errorf("history: %s\nwant AgentStart Started, Finished", events(evs))
+	}
+	if n := e.count(`SELECT count(*) FROM work`) + e.count(`SELECT count(*) FROM sessions`); n != 0 {
+		t.Errorf("%d work or session rows left after shutdown", n)
+	}
+}
+
+// misbehaviours are machines that fail AgentStart; each must fail with a
+// clear cause, back off, and be retried after the backoff once it behaves.
+var misbehaviours = []struct {
+	name  string
+	class shepherd.FailureClass
+	cause []string
+	// break makes the machine misbehave; the fix is SetOnExec(nil),
+	// PowerOn and SetAuthorizedKeys with the shepherd's key.
+	breakIt func(m *sshsim.Machine)
+}{
+	{"refuses connections", shepherd.FailDial, []string{"dialing SSH at", "connection refused"},
+		func(m *sshsim.Machine) { m.PowerOff() }},
+	{"refuses our key", shepherd.FailAuth, []string{"did not accept the shepherd's SSH key", "unable to authenticate"},
+		func(m *sshsim.Machine) { m.SetAuthorizedKeys(otherKey()) }},
+	{"agent exits non-zero", shepherd.FailExec, []string{"agent exited with status 3", "stderr: kernel too old"},
+		func(m *sshsim.Machine) { m.SetOnExec(sshsim.Fail("kernel too old\n", 3)) }},
+	{"agent replies garbage", shepherd.FailReply, []string{"agent reply is not valid JSON", "hello there"},
+		func(m *sshsim.Machine) { m.SetOnExec(sshsim.Reply("hello there", 0)) }},
+	{"agent replies with a wrong echo", shepherd.FailReply, []string{"does not echo the init message", "someone-else"},
+		func(m *sshsim.Machine) { m.SetOnExec(wrongEcho) }},
+	{"agent hangs", shepherd.FailTimeout, []string{"running the agent: no answer within 1s"},
+		func(m *sshsim.Machine) { m.SetOnExec(sshsim.Hang) }},
+}
+
+func otherKey() ssh.PublicKey {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	k, _ := ssh.NewPublicKey(pub)
+	return k
+}
+
+func wrongEcho(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) int {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	_ = json.NewEncoder(stdout).Encode(agentproto.Reply{Init: agentproto.Init{MachineID: "someone-else"}, PublicKey: pub})
+	return 0
+}
+
+func TestAgentStartFailuresBackOffAndRetry(t *testing.T) {
+	e := newEnv(t)
+	type subject struct {
+		m  *sshsim.Machine
+		id bmdb.ProvidedMachine
+	}
+	var subjects []subject
+	for _, mb := range misbehaviours {
+		m, id, _ := e.machine()
+		mb.breakIt(m)
+		subjects = append(subjects, subject{m, bmdb.ProvidedMachine{MachineID: id}})
+	}
+	cfg := e.agentStart()
+	cfg.Parallelism = len(misbehaviours)
+	cfg.ExecTimeout = time.Second
+	metrics := shepherd.NewMetrics(nil)
+	e.run(shepherd.Config{AgentStart: cfg, Metrics: metrics})
+
+	for i, mb := range misbehaviours {
+		s := subjects[i]
+		id := s.id.MachineID
+		waitFor(t, mb.name+": a failure", func() bool {
+			_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
+			return ok
+		})
+		failed, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed, mb.cause...)
+		if n := counterValue(metrics.Failures.WithLabelValues("ShepherdAgentStart", string(mb.class))); n < 1 {
+			t.Errorf("%s: no failure counted with class %s", mb.name, mb.class)
+		}
+		if !ok {
+			t.Errorf("%s: history %s\nwant a failure whose cause holds %q", mb.name, events(e.history(id)), mb.cause)
+			continue
+		}
+		var until time.Time
+		var interval int
+		var cause string
+		err := e.conn.Pool.QueryRow(context.Background(), `
+			SELECT backoff_until, backoff_last_interval_seconds, backoff_cause FROM work_backoff
+			WHERE machine_id = $1 AND process = 'ShepherdAgentStart'`, id).Scan(&until, &interval, &cause)
+		if err != nil || interval != 2 || cause != failed.Cause {
+			t.Errorf("%s: backoff interval %d cause %q (%v); want 2s and the failure's cause", mb.name, interval, cause, err)
+		}
+		// Behave again; the retry must come after the backoff.
+		s.m.SetOnExec(nil)
+		s.m.SetAuthorizedKeys(e.signer.PublicKey())
+		if err := s.m.PowerOn(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, mb := range misbehaviours {
+		id := subjects[i].id.MachineID
+		waitFor(t, mb.name+": the agent started after the backoff", func() bool { return e.agentStarted(id) })
+		evs := e.history(id)
+		failed, _ := hasEvent(evs, bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
+		var retry *event
+		for j := range evs {
+			if evs[j].Event == bmdb.EventStarted && evs[j].At.After(failed.At) {
+				retry = &evs[j]
+				break
+			}
+		}
+		if retry == nil || retry.At.Sub(failed.At) < 2*time.Second {
+			t.Errorf("%s: history %s\nwant the retry at least 2s (the backoff) after the failure", mb.name, events(evs))
+		}
+		if last := evs[len(evs)-1]; last.Event != bmdb.EventFinished {
+			t.Errorf("%s: history %s\nwant it to end Finished", mb.name, events(evs))
+		}
+		if n := e.count(`SELECT count(*) FROM work_backoff WHERE machine_id = $1`, id); n != 0 {
+			t.Errorf("%s: backoff left after success", mb.name)
+		}
+	}
+}
+
+func TestChangedHostKeyIsRefused(t *testing.T) {
+	e := newEnv(t)
+	m, id, _ := e.machine()
+	cfg := e.agentStart()
+	// A changed host key is no transient fault: retry rarely.
+	cfg.BackoffOverrides = map[shepherd.FailureClass]bmdb.Backoff{shepherd.FailHostKey: {Initial: time.Hour, Maximum: 4 * time.Hour}}
+	e.run(shepherd.Config{AgentStart: cfg})
+	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
+	pinned := m.HostKey()
+
+	// The machine comes back with another host key and needs its agent.
+	_, newKey, _ := ed25519.GenerateKey(rand.Reader)
+	if err := m.SetHostKey(newKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := bmdb.ClearAgentTags(context.Background(), e.conn.Pool, id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refusal", func() bool {
+		_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
+		return ok
+	})
+	if _, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed,
+		"SSH host key changed", "pinned "+ssh.FingerprintSHA256(pinned), "presented ssh-ed25519 "+ssh.FingerprintSHA256(m.HostKey())); !ok {
+		t.Errorf("history %s\nwant a failure naming both fingerprints", events(e.history(id)))
+	}
+	if e.agentStarted(id) || len(m.Execs()) != 1 {
+		t.Errorf("the agent was started through a changed host key (commands run: %q)", m.Execs())
+	}
+	if n := e.count(`SELECT backoff_last_interval_seconds FROM work_backoff WHERE machine_id = $1`, id); n != 3600 {
+		t.Errorf("backoff after a host key change: %ds, want the override's 3600s", n)
+	}
+	still, _ := shepherd.PinnedHostKey(context.Background(), e.conn.Pool, id)
+	if string(still.Marshal()) != string(pinned.Marshal()) {
+		t.Error("the pin changed to the new key")
+	}
+}
