@@ -398,11 +398,11 @@ func (p *Provider) CreateMachine(ctx context.Context) (shepherd.ProviderMachine,
 		return shepherd.ProviderMachine{}, err
 	}
 	if len(free) == 0 {
-		what := ErrNoCapacity.Error()
+		err := ErrNoCapacity
 		if p.cfg.Plan != "" {
-			what += " of plan " + p.cfg.Plan
+			err = fmt.Errorf("%w of plan %s", err, p.cfg.Plan)
 		}
-		return shepherd.ProviderMachine{}, fmt.Errorf("equinix: create device in project %s: %s: %w", p.cfg.ProjectID, what, ErrNoCapacity)
+		return shepherd.ProviderMachine{}, fmt.Errorf("equinix: create device in project %s: %w", p.cfg.ProjectID, err)
 	}
 	hr := free[0]
 	req := &packngo.DeviceCreateRequest{
@@ -502,12 +502,15 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 	tick := time.NewTicker(p.cfg.PollInterval)
 	defer tick.Stop()
 	wentDown, last := false, "active"
+	var lastErr error
 	for {
 		d, err := p.device(wait, id, op)
-		if err != nil && wait.Err() == nil {
+		switch {
+		case errors.Is(err, shepherd.ErrNotFound) || errors.Is(err, ErrUnauthorized):
 			return err
-		}
-		if err == nil {
+		case err != nil:
+			lastErr = err // perhaps passing; the bound decides
+		default:
 			last = d.State
 			switch MapState(d.State) {
 			case shepherd.StatusActive:
@@ -528,10 +531,14 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("equinix: %s: %w", op, ctx.Err())
 		}
-		if !wentDown {
-			return fmt.Errorf("equinix: %s: Metal accepted the reboot but the device did not go down within %v (still %s)", op, p.cfg.RebootTimeout, last)
+		cause := fmt.Sprintf("Metal accepted the reboot but the device did not go down within %v (still %s)", p.cfg.RebootTimeout, last)
+		if wentDown {
+			cause = fmt.Sprintf("the device went down but did not come back within %v (last state %s)", p.cfg.RebootTimeout, last)
 		}
-		return fmt.Errorf("equinix: %s: the device went down but did not come back within %v (last state %s)", op, p.cfg.RebootTimeout, last)
+		if lastErr != nil && !errors.Is(lastErr, context.DeadlineExceeded) && !strings.Contains(lastErr.Error(), "would exceed context deadline") {
+			cause += "; last error: " + lastErr.Error()
+		}
+		return fmt.Errorf("equinix: %s: %s", op, cause)
 	}
 }
 
