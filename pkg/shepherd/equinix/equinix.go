@@ -508,10 +508,12 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 		switch {
 		case errors.Is(err, shepherd.ErrNotFound) || errors.Is(err, ErrUnauthorized):
 			return err
+		case errors.Is(err, context.DeadlineExceeded):
+			// the bound, or one call's timeout: the bound decides
 		case err != nil:
 			lastErr = err // perhaps passing; the bound decides
 		default:
-			last = d.State
+			last, lastErr = d.State, nil
 			switch MapState(d.State) {
 			case shepherd.StatusActive:
 				if wentDown {
@@ -535,7 +537,7 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 		if wentDown {
 			cause = fmt.Sprintf("the device went down but did not come back within %v (last state %s)", p.cfg.RebootTimeout, last)
 		}
-		if lastErr != nil && !errors.Is(lastErr, context.DeadlineExceeded) && !strings.Contains(lastErr.Error(), "would exceed context deadline") {
+		if lastErr != nil {
 			cause += "; last error: " + lastErr.Error()
 		}
 		return fmt.Errorf("equinix: %s: %s", op, cause)

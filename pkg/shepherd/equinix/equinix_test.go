@@ -299,7 +299,10 @@ func TestRebootGivesUp(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	id := w.emu.AddDevice(w.project, "bmctl-r", metalemu.Network{PublicIPv4: "192.0.2.1"})
-	p := w.provider(t, func(c *equinix.Config) { c.RebootTimeout = 100 * time.Millisecond; c.PollInterval = 5 * time.Millisecond })
+	p := w.provider(t, func(c *equinix.Config) {
+		c.RebootTimeout = 100 * time.Millisecond
+		c.PollInterval = 5 * time.Millisecond
+	})
 
 	w.emu.SetRebootStates("active")
 	err := p.Reboot(ctx, id)

@@ -38,7 +38,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func (t *transport) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	wait := t.backoff
 	for attempt := 1; ; attempt++ {
-		if err := t.limiter.Wait(ctx); err != nil {
+		if err := t.waitTurn(ctx); err != nil {
 			return nil, err
 		}
 		r := req.Clone(ctx)
@@ -79,6 +79,25 @@ func (t *transport) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 		case <-timer.C:
 		}
 		wait = min(2*wait, t.maxWait)
+	}
+}
+
+// waitTurn waits for the rate limiter. Unlike rate.Limiter.Wait it fails
+// only when ctx does, with ctx's error, not early for a deadline it predicts.
+func (t *transport) waitTurn(ctx context.Context) error {
+	r := t.limiter.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	case <-timer.C:
+		return nil
 	}
 }
 
