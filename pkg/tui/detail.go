@@ -95,11 +95,11 @@ func (m Model) detailContent() []string {
 		out = append(out, "  none")
 	}
 	for _, b := range d.Backoffs {
-		status := styled(styleError, "active")
+		status := styled(styleError, "active until")
 		if !b.Until.After(now) {
 			status = styled(styleDim, "expired")
 		}
-		head := fmt.Sprintf("%s %s until %s · last interval %s",
+		head := fmt.Sprintf("%s %s %s · last interval %s",
 			styled(processStyle(b.Process), shortProcess(b.Process)), status, at(b.Until), shortDuration(b.LastInterval))
 		out = append(out, m.wrapIndented("  ", head)...)
 		field("cause", oneLine(b.Cause))
@@ -155,8 +155,9 @@ func (m Model) stamp(t, now time.Time) string {
 
 func (m Model) stampShort(t, now time.Time) string {
 	lt := t.In(m.opt.Location)
+	layout := "Jan 02 15:04"
 	if lt.Format("20060102") == now.In(m.opt.Location).Format("20060102") {
-		return pad(lt.Format("15:04:05"), 10) + " " + pad(shortDuration(now.Sub(t)), 6)
+		layout = "15:04:05"
 	}
-	return pad(lt.Format("Jan 02"), 10) + " " + pad(shortDuration(now.Sub(t)), 6)
+	return pad(lt.Format(layout), 12) + " " + pad(relTime(t, now), 8)
 }

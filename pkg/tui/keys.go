@@ -20,27 +20,27 @@ func newKeyMap(allowActions bool) keyMap {
 		Top:      key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g", "first")),
 		Bottom:   key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G", "last")),
 		Detail:   key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "detail")),
-		Back:     key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back/clear filter")),
+		Back:     key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back")),
 		Filter: key.NewBinding(key.WithKeys("/"),
-			key.WithHelp("/", "filter (text, state:NAME, process:NAME)")),
-		Jump:     key.NewBinding(key.WithKeys(":"), key.WithHelp(":", "jump to machine (id, prefix, provider id)")),
-		Sort:     key.NewBinding(key.WithKeys("1", "2", "3", "4", "5", "6", "7", "8"), key.WithHelp("1-8", "sort by column (again: reverse)")),
+			key.WithHelp("/", "filter")),
+		Jump:     key.NewBinding(key.WithKeys(":"), key.WithHelp(":", "jump to machine")),
+		Sort:     key.NewBinding(key.WithKeys("1", "2", "3", "4", "5", "6", "7", "8"), key.WithHelp("1-8", "sort")),
 		SortNext: key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "sort by next column")),
 		Reverse:  key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "reverse sort")),
-		Pause:    key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "pause/resume updates")),
+		Pause:    key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "pause")),
 		Refresh:  key.NewBinding(key.WithKeys("ctrl+r"), key.WithHelp("ctrl+r", "refresh now")),
 		Copy:     key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "copy machine id")),
 		Help:     key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
 		Quit:     key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 		ClearBackoff: key.NewBinding(key.WithKeys("b"),
-			key.WithHelp("b", "clear backoff (asks first)")),
+			key.WithHelp("b", "clear backoff")),
 		Recover: key.NewBinding(key.WithKeys("r"),
-			key.WithHelp("r", "request recovery now (asks first)")),
+			key.WithHelp("r", "request recovery")),
 	}
 	if !allowActions {
 		// Read-only: the keys do nothing and the help says how to enable them.
-		k.ClearBackoff = key.NewBinding(key.WithKeys("b"), key.WithHelp("b", "clear backoff (needs --allow-actions)"))
-		k.Recover = key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "request recovery (needs --allow-actions)"))
+		k.ClearBackoff = key.NewBinding(key.WithKeys("b"), key.WithHelp("b", "clear backoff (off)"))
+		k.Recover = key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "recovery (off)"))
 	}
 	return k
 }

@@ -212,7 +212,7 @@ func (m Model) waitEvent() tea.Cmd {
 // visibleRows is how many table rows fit: the screen minus the title,
 // summary, header, status and help lines.
 func (m Model) visibleRows() int {
-	return max(1, m.height-5)
+	return max(1, m.height-4-len(m.summaryLines()))
 }
 
 // Update handles one message.

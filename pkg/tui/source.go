@@ -91,8 +91,10 @@ type Row struct {
 	BackoffUntil   time.Time
 	BackoffCause   string
 
-	// HeartbeatAt is zero when the agent never heart-beat.
-	HeartbeatAt time.Time
+	// AgentStarted says the machine has a started agent; HeartbeatAt is zero
+	// when the agent never heart-beat.
+	AgentStarted bool
+	HeartbeatAt  time.Time
 }
 
 // Count is one named number of the fleet summary.

@@ -74,38 +74,60 @@ func (m Model) statusIndicator() string {
 	return strings.Join(parts, " · ")
 }
 
-func (m Model) summaryLine() string {
+// summaryLines are the fleet at a glance: machines per state, then work and
+// backoffs per process, wrapped between items to the width (at most three
+// lines).
+func (m Model) summaryLines() []string {
 	s := m.page.Summary
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s machines", styled(styleTitle, fmt.Sprint(s.Machines)))
-	if len(s.States) > 0 {
-		b.WriteString(" │ ")
-		for i, c := range s.States {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			b.WriteString(styled(stateStyle(c.Name), c.Name) + " " + fmt.Sprint(c.N))
-		}
+	items := []string{styled(styleTitle, fmt.Sprint(s.Machines)) + " machines", "│"}
+	for i, c := range s.States {
+		items = append(items, fmt.Sprint(c.N)+" "+styled(stateStyle(c.Name), c.Name)+comma(i, len(s.States)))
 	}
 	counts := func(label string, cs []Count) {
-		b.WriteString(" │ " + label)
+		items = append(items, "│")
 		if len(cs) == 0 {
-			b.WriteString(" none")
+			items = append(items, label+" none")
 		}
-		for _, c := range cs {
-			b.WriteString(" " + styled(processStyle(c.Name), shortProcess(c.Name)) + " " + fmt.Sprint(c.N))
+		for i, c := range cs {
+			if i == 0 {
+				label += " "
+			} else {
+				label = ""
+			}
+			items = append(items, label+fmt.Sprint(c.N)+" "+styled(processStyle(c.Name), shortProcess(c.Name))+comma(i, len(cs)))
 		}
 	}
 	counts("work:", s.Work)
 	counts("backoffs:", s.Backoffs)
-	return b.String()
+
+	var lines []string
+	line := ""
+	for _, it := range items {
+		switch {
+		case line == "":
+			line = it
+		case lipgloss.Width(line)+1+lipgloss.Width(it) <= m.width:
+			line += " " + it
+		default:
+			lines = append(lines, line)
+			line = it
+			if it == "│" {
+				line = ""
+			}
+		}
+	}
+	lines = append(lines, line)
+	if len(lines) > 3 {
+		lines = lines[:3]
+	}
+	return lines
 }
 
 // layout decides column widths for the screen width: fixed columns keep
 // their width, WORK and BACKOFF share the rest, and on narrow screens the
 // least needed columns go first.
 func (m Model) layout() (cols []Column, widths []int) {
-	pref := [numColumns]int{8, 22, 10, 15, 17, 0, 0, 9}
+	pref := [numColumns]int{8, 22, 10, 15, 18, 0, 0, 9}
 	const flexMin = 12
 	dropOrder := []Column{ColAddress, ColLocation, ColHeartbeat, ColBackoff, ColProvider}
 	shown := map[Column]bool{}
@@ -169,10 +191,7 @@ func (m Model) tableLines() []string {
 	if m.filter != "" {
 		filter = " · filter " + styled(stylePrompt, m.filter)
 	}
-	lines := []string{
-		m.titleLine(styled(styleTitle, "bmctl machines watch") + filter),
-		m.summaryLine(),
-	}
+	lines := append([]string{m.titleLine(styled(styleTitle, "bmctl machines watch") + filter)}, m.summaryLines()...)
 	cols, widths := m.layout()
 	header := make([]string, len(cols))
 	for i, c := range cols {
@@ -247,11 +266,11 @@ func cell(r Row, c Column, now time.Time) (string, *lipgloss.Style) {
 		if r.WorkProcess == "" {
 			return "-", nil
 		}
-		parts := []string{shortProcess(r.WorkProcess)}
+		parts := []string{shortProcess(r.WorkProcess), shortDuration(now.Sub(r.WorkStarted))}
 		if r.WorkDetail != "" {
 			parts = append(parts, r.WorkDetail)
 		}
-		parts = append(parts, shortDuration(now.Sub(r.WorkStarted)), "by "+holder(r.WorkComponent, r.WorkHost))
+		parts = append(parts, "by "+holder(r.WorkComponent, r.WorkHost))
 		s := processStyle(r.WorkProcess)
 		return strings.Join(parts, " "), &s
 	case ColBackoff:
@@ -262,7 +281,10 @@ func cell(r Row, c Column, now time.Time) (string, *lipgloss.Style) {
 		return fmt.Sprintf("%s %s: %s", shortProcess(r.BackoffProcess), shortDuration(r.BackoffUntil.Sub(now)), oneLine(r.BackoffCause)), &s
 	case ColHeartbeat:
 		if r.HeartbeatAt.IsZero() {
-			return "never", nil
+			if r.AgentStarted {
+				return "never", nil
+			}
+			return "-", nil
 		}
 		return shortDuration(now.Sub(r.HeartbeatAt)) + " ago", nil
 	}
@@ -332,6 +354,13 @@ func (m Model) helpLines() []string {
 	}
 	lines = append(lines, "", styled(styleDim, "press any key to close"))
 	return lines
+}
+
+func comma(i, n int) string {
+	if i < n-1 {
+		return ","
+	}
+	return ""
 }
 
 // pad cuts or fills s to exactly w cells.

@@ -1,0 +1,261 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+)
+
+// Queries of the live view (`bmctl machines watch`): a window of the sorted,
+// filtered fleet with its total, the position of one machine in it, a
+// machine's detail with the sessions holding its work, and the operator's
+// recovery request. They reuse machineRowsSQL, so the state is the one every
+// view shows.
+
+// Orders only the watch view offers, beside the list's.
+const (
+	SortAddress Sort = "address"
+	SortWork    Sort = "work"    // process, then when the work started
+	SortBackoff Sort = "backoff" // when the backoff ends
+)
+
+// watchOrder is the ORDER BY of a sort. State sorts in the order of a
+// machine's life (States), not alphabetically.
+func watchOrder(s Sort, desc bool) (string, error) {
+	var cols []string
+	switch s {
+	case "", SortID:
+		cols = []string{"machine_id"}
+	case SortAddress:
+		cols = []string{"address"}
+	case SortWork:
+		cols = []string{"work_process", "work_started_at"}
+	case SortBackoff:
+		cols = []string{"backoff_until"}
+	case SortState:
+		names := make([]string, len(States))
+		for i, st := range States {
+			names[i] = "'" + string(st) + "'"
+		}
+		cols = []string{"array_position(ARRAY[" + strings.Join(names, ",") + "], state)", "provider", "provider_id"}
+	default:
+		c, ok := sortSQL[s]
+		if !ok {
+			return "", fmt.Errorf("unknown sort %q", s)
+		}
+		cols = strings.Split(c, ", ")
+	}
+	if s != "" && s != SortID {
+		cols = append(cols, "machine_id")
+	}
+	dir := " ASC NULLS LAST"
+	if desc {
+		dir = " DESC NULLS LAST"
+	}
+	for i := range cols {
+		cols[i] += dir
+	}
+	return strings.Join(cols, ", "), nil
+}
+
+// Window is one page of a filtered, sorted machine list, the number of
+// machines that pass the filter, and the whole fleet's statistics, read in
+// one snapshot.
+type Window struct {
+	Machines []MachineSummary
+	Offset   int
+	Total    int
+	Stats    Stats
+}
+
+// WatchWindow returns the machines o.Offset to o.Offset+o.Limit of the list o
+// describes (its Sort may also be SortAddress, SortWork or SortBackoff).
+func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
+	w := Window{Offset: o.Offset}
+	order, err := watchOrder(o.Sort, o.Descending)
+	if err != nil {
+		return w, err
+	}
+	from, args := o.query()
+	args = append(args, max(o.Limit, 1), max(o.Offset, 0))
+	q := "SELECT " + summaryColumns + ", count(*) OVER () FROM " + from +
+		" ORDER BY " + order + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+	err = snapshot(ctx, db, func(tx DB) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		w.Machines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (MachineSummary, error) {
+			m, err := scanSummaryAnd(row, &w.Total)
+			return m, err
+		})
+		if err != nil {
+			return err
+		}
+		if len(w.Machines) == 0 {
+			// Past the end (or nothing matches): the window count is not
+			// there, so count apart.
+			if w.Total, err = CountMachines(ctx, tx, o); err != nil {
+				return err
+			}
+		}
+		w.Stats, err = GetStats(ctx, tx, o.Thresholds)
+		return err
+	})
+	return w, err
+}
+
+// scanSummaryAnd scans a summary row followed by extra columns.
+func scanSummaryAnd(row pgx.CollectableRow, extra ...any) (MachineSummary, error) {
+	var (
+		m          MachineSummary
+		wProcess   *string
+		wDetail    *string
+		wStarted   *time.Time
+		wSession   *uuid.UUID
+		wComponent *string
+		wHost      *string
+		bProcess   *string
+		bUntil     *time.Time
+		bCause     *string
+	)
+	dest := []any{&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
+		&m.State, &m.AgentStartedAt, &m.LastHeartbeatAt,
+		&wProcess, &wDetail, &wStarted, &wSession, &wComponent, &wHost,
+		&bProcess, &bUntil, &bCause}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return m, err
+	}
+	if wProcess != nil {
+		m.Work = &WorkHeld{Process: bmdb.Process(*wProcess), Detail: deref(wDetail), StartedAt: *wStarted,
+			SessionID: *wSession, SessionComponent: deref(wComponent), SessionHost: deref(wHost)}
+	}
+	if bProcess != nil {
+		m.Backoff = &ActiveBackoff{Process: bmdb.Process(*bProcess), Until: *bUntil, Cause: deref(bCause)}
+	}
+	return m, nil
+}
+
+// ErrFilteredOut means a machine exists but the list's filter leaves it out.
+var ErrFilteredOut = errors.New("machine is not in the filtered list")
+
+// WatchLocate returns the position (from 0) of machine id in the list o
+// describes, or ErrFilteredOut.
+func WatchLocate(ctx context.Context, db DB, o ListOptions, id uuid.UUID) (int, error) {
+	order, err := watchOrder(o.Sort, o.Descending)
+	if err != nil {
+		return 0, err
+	}
+	from, args := o.query()
+	args = append(args, id)
+	q := "SELECT n FROM (SELECT machine_id, row_number() OVER (ORDER BY " + order + ") - 1 AS n FROM " +
+		from + fmt.Sprintf(") r WHERE machine_id = $%d", len(args))
+	var n int
+	err = db.QueryRow(ctx, q, args...).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: %s", ErrFilteredOut, id)
+	}
+	return n, err
+}
+
+// WatchDetail is a machine's detail plus what the live view adds: the
+// sessions holding its work and an operator's recovery request.
+type WatchDetail struct {
+	MachineDetail
+	Sessions        map[uuid.UUID]SessionInfo
+	RecoveryRequest *RecoveryRequest
+}
+
+// RecoveryRequest is an operator's request that Recovery act on a machine now.
+type RecoveryRequest struct {
+	At time.Time
+	By string
+}
+
+// GetWatchDetail reads a machine's detail with the sessions of its work and
+// its recovery request, in one snapshot.
+func GetWatchDetail(ctx context.Context, db DB, id uuid.UUID, o DetailOptions) (WatchDetail, error) {
+	d := WatchDetail{Sessions: map[uuid.UUID]SessionInfo{}}
+	err := snapshot(ctx, db, func(tx DB) error {
+		var err error
+		if d.MachineDetail, err = GetMachineDetail(ctx, tx, id, o); err != nil {
+			return err
+		}
+		ids := make([]uuid.UUID, 0, len(d.Work))
+		for _, w := range d.Work {
+			ids = append(ids, w.SessionID)
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT session_id, session_component, session_host, session_pid, session_version, session_created_at,
+			       session_interval_seconds, session_deadline, session_deadline <= now()
+			FROM sessions WHERE session_id = ANY($1)`, ids)
+		if err != nil {
+			return err
+		}
+		var s SessionInfo
+		if _, err := pgx.ForEachRow(rows, []any{&s.ID, &s.Component, &s.Host, &s.PID, &s.Version, &s.CreatedAt,
+			&s.IntervalSeconds, &s.Deadline, &s.Expired}, func() error {
+			d.Sessions[s.ID] = s
+			return nil
+		}); err != nil {
+			return err
+		}
+		var r RecoveryRequest
+		err = tx.QueryRow(ctx, `SELECT recovery_requested_at, recovery_requested_by FROM machine_recovery_requested WHERE machine_id = $1`, id).
+			Scan(&r.At, &r.By)
+		switch {
+		case err == nil:
+			d.RecoveryRequest = &r
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		return nil
+	})
+	return d, err
+}
+
+// ErrNoAgent means a recovery request was made for a machine whose agent was
+// never started: Recovery does not act on it; AgentStart does.
+var ErrNoAgent = errors.New("machine has no started agent, so Recovery does not act on it (AgentStart will)")
+
+// RequestRecovery asks Recovery to act on a machine now, whatever its
+// heartbeat says: the machine becomes a Recovery candidate (still subject to
+// shepherd work already held on it and to an unexpired Recovery backoff).
+// The request is a tag on the agent-started tag (migration 0007), so it is
+// served once: Recovery removes the agent's tags when it succeeds, and the
+// request goes with them. It is recorded in the machine's history as a
+// RecoveryRequested event by operator ("user@host"). Requesting twice keeps
+// the first request.
+func RequestRecovery(ctx context.Context, db DB, machine uuid.UUID, operator string) error {
+	return inTx(ctx, db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO machine_recovery_requested (machine_id, recovery_requested_by) VALUES ($1, $2)
+			ON CONFLICT (machine_id) DO NOTHING`, machine, operator)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23503" {
+			return fmt.Errorf("%w: %s", ErrNoAgent, machine)
+		}
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO work_history (machine_id, process, event, cause, session_component, session_host)
+			VALUES ($1, 'ShepherdRecovery', 'RecoveryRequested', 'requested by ' || $2, 'bmctl', $3)`,
+			machine, operator, hostOf(operator))
+		return err
+	})
+}

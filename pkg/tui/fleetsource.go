@@ -1,0 +1,183 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
+)
+
+// FleetSource reads BMDB through pkg/fleet, so the view shows the state every
+// bmctl view derives.
+type FleetSource struct {
+	DB         fleet.DB
+	Thresholds bmdb.RecoveryThresholds
+	// Operator is recorded with actions ("user@host"); default fleet.Operator().
+	Operator string
+	// HistoryLimit is how many history events the detail shows (default 200).
+	HistoryLimit int
+}
+
+var columnSorts = [numColumns]fleet.Sort{
+	ColMachine:   fleet.SortID,
+	ColProvider:  fleet.SortProvider,
+	ColLocation:  fleet.SortLocation,
+	ColAddress:   fleet.SortAddress,
+	ColState:     fleet.SortState,
+	ColWork:      fleet.SortWork,
+	ColBackoff:   fleet.SortBackoff,
+	ColHeartbeat: fleet.SortHeartbeat,
+}
+
+func (s FleetSource) list(q Query) (fleet.ListOptions, error) {
+	o := fleet.ListOptions{
+		Match:      q.Text,
+		Process:    bmdb.Process(q.Process),
+		Sort:       columnSorts[q.Sort],
+		Descending: q.Desc,
+		Limit:      q.Limit,
+		Offset:     q.Offset,
+		Thresholds: s.Thresholds,
+	}
+	if q.State != "" {
+		st, err := fleet.ParseState(q.State)
+		if err != nil {
+			return o, err
+		}
+		o.States = []fleet.State{st}
+	}
+	return o, nil
+}
+
+// Page implements Source.
+func (s FleetSource) Page(ctx context.Context, q Query) (Page, error) {
+	o, err := s.list(q)
+	if err != nil {
+		return Page{}, err
+	}
+	w, err := fleet.WatchWindow(ctx, s.DB, o)
+	if err != nil {
+		return Page{}, err
+	}
+	p := Page{Offset: w.Offset, Total: w.Total, Rows: make([]Row, len(w.Machines))}
+	for i, m := range w.Machines {
+		p.Rows[i] = rowOf(m)
+	}
+	p.Summary.Machines = w.Stats.Machines
+	for _, st := range fleet.States {
+		if n := w.Stats.ByState[st]; n > 0 {
+			p.Summary.States = append(p.Summary.States, Count{Name: string(st), N: n})
+		}
+	}
+	for _, ps := range w.Stats.Processes {
+		if ps.Work > 0 {
+			p.Summary.Work = append(p.Summary.Work, Count{Name: string(ps.Process), N: ps.Work})
+		}
+		if ps.Backoffs > 0 {
+			p.Summary.Backoffs = append(p.Summary.Backoffs, Count{Name: string(ps.Process), N: ps.Backoffs})
+		}
+	}
+	return p, nil
+}
+
+func rowOf(m fleet.MachineSummary) Row {
+	r := Row{
+		ID: m.ID, Provider: m.Provider, ProviderID: m.ProviderID, Location: m.Location, Address: m.Address,
+		State: string(m.State),
+	}
+	if m.Work != nil {
+		r.WorkProcess, r.WorkDetail, r.WorkStarted = string(m.Work.Process), m.Work.Detail, m.Work.StartedAt
+		r.WorkComponent, r.WorkHost = m.Work.SessionComponent, m.Work.SessionHost
+	}
+	if m.Backoff != nil {
+		r.BackoffProcess, r.BackoffUntil, r.BackoffCause = string(m.Backoff.Process), m.Backoff.Until, m.Backoff.Cause
+	}
+	r.AgentStarted = m.AgentStartedAt != nil
+	if m.LastHeartbeatAt != nil {
+		r.HeartbeatAt = *m.LastHeartbeatAt
+	}
+	return r
+}
+
+// Locate implements Source.
+func (s FleetSource) Locate(ctx context.Context, q Query, ref string) (int, error) {
+	id, err := fleet.Resolve(ctx, s.DB, ref, fleet.ResolveOptions{})
+	if err != nil {
+		return 0, err
+	}
+	o, err := s.list(q)
+	if err != nil {
+		return 0, err
+	}
+	n, err := fleet.WatchLocate(ctx, s.DB, o, id)
+	if errors.Is(err, fleet.ErrFilteredOut) {
+		return 0, ErrNotInView
+	}
+	return n, err
+}
+
+// Detail implements Source.
+func (s FleetSource) Detail(ctx context.Context, id uuid.UUID) (Detail, error) {
+	limit := s.HistoryLimit
+	if limit <= 0 {
+		limit = 200
+	}
+	d, err := fleet.GetWatchDetail(ctx, s.DB, id, fleet.DetailOptions{HistoryLimit: limit, Thresholds: s.Thresholds})
+	if err != nil {
+		return Detail{}, err
+	}
+	out := Detail{Row: rowOf(d.MachineSummary), CreatedAt: d.CreatedAt, ProviderStatus: d.ProviderStatus}
+	if t := d.Tags.AgentStarted; t != nil {
+		out.AgentStartedAt = t.At
+		out.AgentKey = t.PublicKey
+		if len(out.AgentKey) > 16 {
+			out.AgentKey = out.AgentKey[:16] + "…"
+		}
+	}
+	if t := d.Tags.HardwareReport; t != nil {
+		out.HardwareAt = t.At
+	}
+	if r := d.RecoveryRequest; r != nil {
+		out.RecoveryRequested, out.RecoveryRequester = r.At, r.By
+	}
+	for _, w := range d.Work {
+		item := WorkItem{Process: string(w.Process), Detail: w.Detail, Started: w.StartedAt,
+			SessionID: w.SessionID, Component: w.SessionComponent, Host: w.SessionHost}
+		if se, ok := d.Sessions[w.SessionID]; ok {
+			item.PID, item.Version, item.Deadline = se.PID, se.Version, se.Deadline
+		}
+		out.Work = append(out.Work, item)
+	}
+	for _, b := range d.Backoffs {
+		out.Backoffs = append(out.Backoffs, BackoffItem{Process: string(b.Process), Until: b.Until, Cause: b.Cause,
+			LastInterval: time.Duration(b.LastIntervalSeconds) * time.Second})
+	}
+	for _, h := range slices.Backward(d.History) {
+		out.History = append(out.History, HistoryItem{ID: h.ID, At: h.At, Process: string(h.Process), Event: string(h.Event),
+			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost})
+	}
+	return out, nil
+}
+
+func (s FleetSource) operator() string {
+	if s.Operator != "" {
+		return s.Operator
+	}
+	return fleet.Operator()
+}
+
+// ClearBackoff implements Source, as `bmctl backoff clear` does.
+func (s FleetSource) ClearBackoff(ctx context.Context, id uuid.UUID, process string) error {
+	_, err := fleet.ClearBackoff(ctx, s.DB, id, bmdb.Process(process), s.operator())
+	return err
+}
+
+// RequestRecovery implements Source.
+func (s FleetSource) RequestRecovery(ctx context.Context, id uuid.UUID) error {
+	return fleet.RequestRecovery(ctx, s.DB, id, s.operator())
+}
