@@ -152,8 +152,9 @@ func (p *Provider) do(ctx context.Context, c call, fn func(*packngo.Client) erro
 }
 
 // pageMeta is the part of Metal's list metadata that paging needs. bmctl
-// pages by number rather than following meta.next, whose href packngo
-// resolves against its base URL.
+// pages by number rather than following meta.next: Metal's hrefs carry the
+// base path (/metal/v1/...), and packngo resolves them against its base URL,
+// doubling it (see internal/metalemu's tests).
 type pageMeta struct {
 	CurrentPage int `json:"current_page"`
 	LastPage    int `json:"last_page"`
