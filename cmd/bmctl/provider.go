@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
+)
+
+func init() { commands = append(commands, newProviderCmd) }
+
+func newProviderCmd(a *app) *cobra.Command {
+	cmd := asGroup(&cobra.Command{
+		Use:   "provider",
+		Short: "Check the clouds bmctl gets machines from",
+	})
+	cmd.AddCommand(newProviderCheckCmd(a))
+	return cmd
+}
+
+func newProviderCheckCmd(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Verify Equinix Metal credentials and project access, and list free hardware reservations",
+		Long: `Check asks Equinix Metal for the project, its free hardware reservations (the
+capacity the shepherd provisions from) and the devices bmctl manages there.
+
+The API token comes from METAL_AUTH_TOKEN (or PACKET_AUTH_TOKEN), never from
+the command line; the project from --equinix-project or METAL_PROJECT_ID.`,
+		Args: noArgs,
+	}
+	loadConfig := equinixFlags(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		format, err := outputFormat(output, "table", "json")
+		if err != nil {
+			return err
+		}
+		cfg, err := loadConfig()
+		if err != nil {
+			return err
+		}
+		p, err := equinix.New(cfg)
+		if err != nil {
+			return usageError{oneError(err)}
+		}
+		info, err := p.Check(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if format == "json" {
+			type reservation struct {
+				ID       string `json:"id"`
+				Plan     string `json:"plan"`
+				Location string `json:"location"`
+			}
+			out := struct {
+				ProjectID   string        `json:"project_id"`
+				ProjectName string        `json:"project_name"`
+				Devices     int           `json:"devices"`
+				Free        []reservation `json:"free_reservations"`
+			}{ProjectID: info.ID, ProjectName: info.Name, Devices: info.Devices, Free: []reservation{}}
+			for _, r := range info.Free {
+				out.Free = append(out.Free, reservation{r.ID, r.Plan, r.Location()})
+			}
+			return writeJSON(a.Out, out)
+		}
+		fmt.Fprintf(a.Out, "Project %s (%s): credentials accepted; %d device(s) with prefix %q; %d free hardware reservation(s)\n",
+			info.Name, info.ID, info.Devices, cfg.HostnamePrefix, len(info.Free))
+		if len(info.Free) == 0 {
+			return nil
+		}
+		t := newTable("RESERVATION", "PLAN", "LOCATION")
+		for _, r := range info.Free {
+			t.add(r.ID, r.Plan, r.Location())
+		}
+		return a.printTable(t)
+	}
+	return cmd
+}
+
+// equinixFlags registers the Equinix Metal provider's flags on fs (each
+// defaulting to its environment variable) and returns what builds the
+// provider's configuration once flags are parsed. The shepherd's command
+// uses it too: `bmctl shepherd run --provider equinix`.
+func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
+	c := equinix.ConfigFromEnv(os.Getenv)
+	var keyFile string
+	fs.StringVar(&c.ProjectID, "equinix-project", c.ProjectID, "Equinix Metal project UUID (env METAL_PROJECT_ID or BMCTL_EQUINIX_PROJECT); the token comes from METAL_AUTH_TOKEN")
+	fs.StringVar(&c.APIURL, "equinix-api-url", c.APIURL, "Metal API base URL (env BMCTL_EQUINIX_API_URL); default https://api.equinix.com/metal/v1/")
+	fs.StringVar(&c.HostnamePrefix, "equinix-hostname-prefix", c.HostnamePrefix, "hostname prefix of the devices bmctl creates and manages (env BMCTL_EQUINIX_HOSTNAME_PREFIX)")
+	fs.StringVar(&c.Plan, "equinix-plan", c.Plan, "use only hardware reservations of this plan (env BMCTL_EQUINIX_PLAN); default any")
+	fs.StringVar(&c.OS, "equinix-os", c.OS, "operating system slug for new devices (env BMCTL_EQUINIX_OS)")
+	fs.StringVar(&c.SSHKeyLabel, "equinix-ssh-key-label", c.SSHKeyLabel, "label of the project SSH key holding the shepherd's public key (env BMCTL_EQUINIX_SSH_KEY_LABEL)")
+	fs.StringVar(&keyFile, "equinix-ssh-public-key-file", os.Getenv("BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE"), "the shepherd's SSH public key, put on new devices (env BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE)")
+	fs.IntVar(&c.SSHPort, "equinix-ssh-port", c.SSHPort, "SSH port of devices without a bmctl.ssh-port=N tag (env BMCTL_EQUINIX_SSH_PORT)")
+	fs.Float64Var(&c.RequestsPerSecond, "equinix-rate", c.RequestsPerSecond, "Metal API calls per second at most")
+	fs.DurationVar(&c.RebootTimeout, "equinix-reboot-timeout", c.RebootTimeout, "how long a reboot may take to go down and come back")
+	fs.DurationVar(&c.PollInterval, "equinix-poll-interval", c.PollInterval, "how often a reboot looks at the device's state")
+	return func() (equinix.Config, error) {
+		if keyFile != "" {
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return c, usageError{fmt.Errorf("reading the shepherd's SSH public key: %w", err)}
+			}
+			c.SSHPublicKey = strings.TrimSpace(string(b))
+		}
+		if c.RebootTimeout <= 0 || c.PollInterval <= 0 {
+			return c, usageError{errors.New("--equinix-reboot-timeout and --equinix-poll-interval must be positive")}
+		}
+		if c.PollInterval > c.RebootTimeout {
+			c.PollInterval = min(c.RebootTimeout, 10*time.Second)
+		}
+		return c, nil
+	}
+}
+
+// oneError joins a multi-line error (errors.Join) into one line.
+func oneError(err error) error {
+	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+}

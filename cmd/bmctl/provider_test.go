@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/bmctl/bmctl/internal/metalemu"
+)
+
+// metalProject serves an emulated Metal API with one project (two free
+// reservations, one of them spare, one bmctl device) and points the
+// environment at it.
+func metalProject(t *testing.T) (project string) {
+	t.Helper()
+	emu := metalemu.New("good-token")
+	project = emu.AddProject("fleet")
+	emu.AddReservations(project, 2, metalemu.Reservation{Plan: "c3.small.x86", Facility: "sv15", Metro: "sv"})
+	emu.AddReservations(project, 1, metalemu.Reservation{Plan: "c3.small.x86", Facility: "sv15", Metro: "sv", Spare: true})
+	emu.AddDevice(project, "bmctl-a", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	t.Setenv("BMCTL_EQUINIX_API_URL", srv.URL+metalemu.BasePath)
+	t.Setenv("METAL_PROJECT_ID", project)
+	t.Setenv("METAL_AUTH_TOKEN", "good-token")
+	return project
+}
+
+func TestProviderCheck(t *testing.T) {
+	project := metalProject(t)
+	r := bmctl(t, "", "provider", "check")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.err)
+	}
+	want := "Project fleet (" + project + `): credentials accepted; 1 device(s) with prefix "bmctl-"; 2 free hardware reservation(s)`
+	if !strings.HasPrefix(r.out, want+"\n") || strings.Count(r.out, "c3.small.x86") != 2 || !strings.Contains(r.out, "sv/sv15") {
+		t.Errorf("output:\n%s\nwant %s and two reservations", r.out, want)
+	}
+
+	r = bmctl(t, "", "provider", "check", "-o", "json")
+	var got struct {
+		ProjectName string `json:"project_name"`
+		Free        []struct {
+			ID string `json:"id"`
+		} `json:"free_reservations"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil || got.ProjectName != "fleet" || len(got.Free) != 2 {
+		t.Errorf("json: %v %+v\n%s", err, got, r.out)
+	}
+}
+
+func TestProviderCheckRefusals(t *testing.T) {
+	project := metalProject(t)
+
+	t.Setenv("METAL_AUTH_TOKEN", "stale-token")
+	r := bmctl(t, "", "provider", "check")
+	want := "bmctl: equinix: get project " + project + ": GET /projects/" + project + ": 401 Unauthorized: Invalid authentication token; check METAL_AUTH_TOKEN\n"
+	if r.code != 1 || r.err != want {
+		t.Errorf("bad token: exit %d, stderr %q\nwant exit 1, %q", r.code, r.err, want)
+	}
+	if strings.Contains(r.err+r.out, "stale-token") {
+		t.Errorf("the token was printed")
+	}
+
+	t.Setenv("METAL_AUTH_TOKEN", "")
+	r = bmctl(t, "", "provider", "check", "--equinix-project", "fleet")
+	want = `bmctl: no Metal API token: export METAL_AUTH_TOKEN (or PACKET_AUTH_TOKEN); Metal project "fleet" is not a UUID` + "\n"
+	if r.code != 2 || r.err != want {
+		t.Errorf("no token, bad project: exit %d, stderr %q\nwant exit 2, %q", r.code, r.err, want)
+	}
+
+	// packngo's variable works too.
+	t.Setenv("PACKET_AUTH_TOKEN", "good-token")
+	if r := bmctl(t, "", "provider", "check"); r.code != 0 {
+		t.Errorf("PACKET_AUTH_TOKEN: exit %d: %s", r.code, r.err)
+	}
+}
