@@ -1,0 +1,386 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
+)
+
+func init() { commands = append(commands, newMachinesCmd) }
+
+// machinesSubcommands are more `bmctl machines` subcommands; other files add
+// theirs from init (watch.go adds the live view), so each stays in its file.
+var machinesSubcommands []func(*app) *cobra.Command
+
+func newMachinesCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "machines",
+		Aliases: []string{"machine", "m"},
+		Short:   "List, show and register machines",
+	}
+	asGroup(cmd)
+	cmd.AddCommand(newMachinesListCmd(a), newMachinesShowCmd(a), newMachinesAddCmd(a))
+	for _, sub := range machinesSubcommands {
+		cmd.AddCommand(sub(a))
+	}
+	return cmd
+}
+
+// thresholdFlags are Recovery's liveness thresholds, which decide the
+// healthy/stale states a view shows; set them as the shepherd has them.
+type thresholdFlags struct{ th bmdb.RecoveryThresholds }
+
+func (t *thresholdFlags) register(cmd *cobra.Command) {
+	t.th = bmdb.DefaultRecoveryThresholds
+	cmd.Flags().DurationVar(&t.th.StaleHeartbeat, "stale-heartbeat", t.th.StaleHeartbeat, "a heartbeat older than this is stale (as the shepherd's Recovery sees it)")
+	cmd.Flags().DurationVar(&t.th.NoHeartbeatAfterStart, "no-heartbeat-after-start", t.th.NoHeartbeatAfterStart, "an agent silent this long after its start needs recovery")
+}
+
+func newMachinesListCmd(a *app) *cobra.Command {
+	var (
+		states     []string
+		process    string
+		sortBy     string
+		output     string
+		thresholds thresholdFlags
+		o          fleet.ListOptions
+	)
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List machines with their state, work and backoff",
+		Long: `Lists machines, one per row, with the state derived from their tags, work and
+backoffs:
+
+  unprovided          no provided tag; nothing acts on it
+  new                 provided, no agent started: waiting for AgentStart
+  agent_starting      AgentStart holds work on it
+  awaiting_heartbeat  agent started, no heartbeat yet (within --no-heartbeat-after-start)
+  healthy             heartbeat within --stale-heartbeat
+  no_heartbeat        agent never heart-beat after starting: waiting for Recovery
+  heartbeat_stale     heartbeat older than --stale-heartbeat: waiting for Recovery
+  recovering          Recovery holds work on it
+  backed_off          would be new/no_heartbeat/heartbeat_stale, but the process
+                      that would act is in backoff on it
+  accessing           the legacy ShepherdAccess process holds work on it
+
+Filters combine; --state may be repeated or comma-separated. -o wide adds the
+full id, provider, address, session and backoff cause; -o json prints every
+field.`,
+		Example: `  bmctl machines list
+  bmctl machines list --state heartbeat_stale,backed_off --location fra1
+  bmctl machines list --process AgentStart -o wide
+  bmctl machines list --sort heartbeat --limit 20 -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(output, "table", "wide", "json")
+			if err != nil {
+				return err
+			}
+			for _, s := range states {
+				for _, part := range strings.Split(s, ",") {
+					st, err := fleet.ParseState(part)
+					if err != nil {
+						return usageError{err}
+					}
+					o.States = append(o.States, st)
+				}
+			}
+			if process != "" {
+				if o.Process, err = bmdb.ParseProcess(process); err != nil {
+					return usageError{err}
+				}
+			}
+			if o.Sort, err = fleet.ParseSort(sortBy); err != nil {
+				return usageError{err}
+			}
+			if o.Limit < 0 || o.Offset < 0 {
+				return usageError{errors.New("--limit and --offset must not be negative")}
+			}
+			o.Thresholds = thresholds.th
+			ctx := cmd.Context()
+			conn, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			list, err := fleet.ListMachines(ctx, conn.Pool, o)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				if list == nil {
+					list = []fleet.MachineSummary{}
+				}
+				return writeJSON(a.Out, list)
+			}
+			return a.printTable(machinesTable(list, time.Now(), format == "wide"))
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&states, "state", nil, "only machines in these states (see above)")
+	f.StringVar(&process, "process", "", "only machines this process holds work on or backs off from (AgentStart, Recovery, Access)")
+	f.StringVar(&o.Provider, "provider", "", "only machines of this provider")
+	f.StringVar(&o.Location, "location", "", "only machines at this location")
+	f.StringVar(&o.Match, "match", "", "only machines whose id, provider id, address, location or work detail contains this text")
+	f.StringVar(&sortBy, "sort", string(fleet.SortProvider), "order: id, provider, location, state, since, heartbeat, created")
+	f.BoolVar(&o.Descending, "desc", false, "reverse the order")
+	f.IntVar(&o.Limit, "limit", 0, "at most this many machines (0: all)")
+	f.IntVar(&o.Offset, "offset", 0, "skip this many machines first (with --limit, for pages)")
+	f.StringVarP(&output, "output", "o", "table", "output format: table, wide or json")
+	thresholds.register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("state", completeStates)
+	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
+	_ = cmd.RegisterFlagCompletionFunc("sort", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var out []cobra.Completion
+		for _, s := range fleet.Sorts {
+			out = append(out, string(s))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "wide", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func completeStates(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	var out []cobra.Completion
+	for _, s := range fleet.States {
+		out = append(out, string(s))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+func machinesTable(list []fleet.MachineSummary, now time.Time, wide bool) *table {
+	var t *table
+	if wide {
+		t = newTable("MACHINE", "PROVIDER", "PROVIDER ID", "ADDRESS", "LOCATION", "STATE", "WORK", "SINCE", "SESSION", "BACKOFF", "BACKOFF CAUSE", "HEARTBEAT").
+			flex("PROVIDER ID", "ADDRESS", "WORK", "SESSION", "BACKOFF CAUSE")
+	} else {
+		t = newTable("MACHINE", "PROVIDER ID", "LOCATION", "STATE", "WORK", "SINCE", "BACKOFF", "HEARTBEAT").
+			flex("PROVIDER ID", "WORK", "BACKOFF")
+	}
+	for _, m := range list {
+		work, since, session := "-", "-", "-"
+		if m.Work != nil {
+			work = shortProcess(string(m.Work.Process))
+			if m.Work.Detail != "" {
+				work += ": " + m.Work.Detail
+			}
+			since = age(m.Work.StartedAt, now)
+			session = sessionName(m.Work.SessionComponent, m.Work.SessionHost)
+		}
+		backoff, cause := "-", "-"
+		if m.Backoff != nil {
+			backoff = shortProcess(string(m.Backoff.Process)) + " " + age(m.Backoff.Until, now)
+			cause = orDash(m.Backoff.Cause)
+			if !wide {
+				backoff += ": " + cause
+			}
+		}
+		heartbeat := "-"
+		if m.LastHeartbeatAt != nil {
+			heartbeat = age(*m.LastHeartbeatAt, now)
+		}
+		if wide {
+			t.add(m.ID.String(), orDash(m.Provider), orDash(m.ProviderID), orDash(m.Address), orDash(m.Location), string(m.State),
+				work, since, session, backoff, cause, heartbeat)
+		} else {
+			t.add(fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat)
+		}
+	}
+	return t
+}
+
+func newMachinesShowCmd(a *app) *cobra.Command {
+	var (
+		output     string
+		history    int
+		thresholds thresholdFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "show <machine>",
+		Short: "Show everything about one machine: tags, work, backoffs, recent history",
+		Long: `Shows one machine: its state, every tag, the work held on it and by which
+session, its backoffs (active and expired) and its newest history events.
+The machine is a UUID, a unique UUID prefix or a provider id.`,
+		Example:           "  bmctl machines show 3f2a\n  bmctl machines show srv-1234 -o json",
+		Args:              exactArgs(1),
+		ValidArgsFunction: a.completeMachines(false),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(output, "table", "json")
+			if err != nil {
+				return err
+			}
+			if history < 1 {
+				return usageError{fmt.Errorf("--history must be at least 1, got %d", history)}
+			}
+			ctx := cmd.Context()
+			conn, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			id, err := resolveMachine(ctx, conn.Pool, args[0], false)
+			if err != nil {
+				return err
+			}
+			d, err := fleet.GetMachineDetail(ctx, conn.Pool, id, fleet.DetailOptions{HistoryLimit: history, Thresholds: thresholds.th})
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				if d.Work == nil {
+					d.Work = []fleet.WorkHeld{}
+				}
+				if d.Backoffs == nil {
+					d.Backoffs = []fleet.BackoffInfo{}
+				}
+				if d.History == nil {
+					d.History = []fleet.HistoryEvent{}
+				}
+				return writeJSON(a.Out, d)
+			}
+			return a.printMachineDetail(d, time.Now())
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().IntVar(&history, "history", 10, "how many of the newest history events to show")
+	thresholds.register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func (a *app) printMachineDetail(d fleet.MachineDetail, now time.Time) error {
+	kv := newTable("FIELD", "VALUE").flex("VALUE")
+	kv.noHeader = true
+	add := func(k, v string) { kv.add(k+":", v) }
+	add("Machine", d.ID.String())
+	add("State", string(d.State))
+	add("Created", timeAndAge(d.CreatedAt, now))
+	if p := d.Tags.Provided; p != nil {
+		add("Provider", p.Provider+" "+p.ProviderID)
+		add("Address", orDash(p.Address))
+		add("Location", orDash(p.Location))
+		add("Provider status", orDash(p.Status))
+	} else {
+		add("Provider", "- (no provided tag)")
+	}
+	if s := d.Tags.AgentStarted; s != nil {
+		add("Agent started", timeAndAge(s.At, now))
+		add("Agent key", s.PublicKey)
+	} else {
+		add("Agent started", "-")
+	}
+	if h := d.Tags.Heartbeat; h != nil {
+		add("Last heartbeat", timeAndAge(h.At, now))
+	} else {
+		add("Last heartbeat", "-")
+	}
+	if r := d.Tags.HardwareReport; r != nil {
+		add("Hardware report", timeAndAge(r.At, now)+fmt.Sprintf(", %d bytes", len(r.Report)))
+	} else {
+		add("Hardware report", "-")
+	}
+	if err := a.printTable(kv); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(a.Out, "\nWork:")
+	if len(d.Work) == 0 {
+		fmt.Fprintln(a.Out, "  none")
+	} else {
+		t := newTable("  PROCESS", "DETAIL", "SINCE", "SESSION", "SESSION ID").flex("DETAIL")
+		for _, w := range d.Work {
+			t.add("  "+shortProcess(string(w.Process)), orDash(w.Detail), timeAndAge(w.StartedAt, now),
+				sessionName(w.SessionComponent, w.SessionHost), w.SessionID.String())
+		}
+		if err := a.printTable(t); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintln(a.Out, "\nBackoffs:")
+	if len(d.Backoffs) == 0 {
+		fmt.Fprintln(a.Out, "  none")
+	} else {
+		t := newTable("  PROCESS", "UNTIL", "STATUS", "INTERVAL", "CAUSE").flex("CAUSE")
+		for _, b := range d.Backoffs {
+			t.add("  "+shortProcess(string(b.Process)), timeAndAge(b.Until, now), backoffStatus(b),
+				span(time.Duration(b.LastIntervalSeconds)*time.Second), orDash(b.Cause))
+		}
+		if err := a.printTable(t); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(a.Out, "\nHistory (newest %d, oldest first; all of it: bmctl history %s):\n", len(d.History), fleet.ShortID(d.ID))
+	if len(d.History) == 0 {
+		fmt.Fprintln(a.Out, "  none")
+		return nil
+	}
+	return a.printTable(historyTable(d.History, now, true))
+}
+
+func backoffStatus(b fleet.BackoffInfo) string {
+	if b.Active {
+		return "active"
+	}
+	return "expired"
+}
+
+func newMachinesAddCmd(a *app) *cobra.Command {
+	var (
+		m      bmdb.ProvidedMachine
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "add",
+		Short: "Register a provided machine by hand",
+		Long: `Registers a machine that exists at a provider: it gets a new machine id and its
+provided tag, which makes it an AgentStart candidate.`,
+		Example: "  bmctl machines add --provider inventory --provider-id srv-1234 --address 10.0.4.12 --location fra1",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(output, "table", "json")
+			if err != nil {
+				return err
+			}
+			m.Provider, m.ProviderID = strings.TrimSpace(m.Provider), strings.TrimSpace(m.ProviderID)
+			if m.Provider == "" || m.ProviderID == "" {
+				return usageError{errors.New("--provider and --provider-id are required")}
+			}
+			ctx := cmd.Context()
+			conn, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			id, err := bmdb.AddProvidedMachine(ctx, conn.Pool, m)
+			if errors.Is(err, bmdb.ErrMachineExists) {
+				return fmt.Errorf("%w; see it with: bmctl machines show %s", err, m.ProviderID)
+			}
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeJSON(a.Out, map[string]any{"machine_id": id, "provider": m.Provider, "provider_id": m.ProviderID,
+					"address": m.Address, "location": m.Location})
+			}
+			fmt.Fprintf(a.Out, "added machine %s (%s %s)\n", id, m.Provider, m.ProviderID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&m.Provider, "provider", "", "provider name, e.g. inventory or equinix (required)")
+	f.StringVar(&m.ProviderID, "provider-id", "", "the machine's id at the provider (required)")
+	f.StringVar(&m.Address, "address", "", "address the shepherd reaches the machine at (host or host:port)")
+	f.StringVar(&m.Location, "location", "", "where the machine is (site, metro, rack)")
+	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// Printing shared by the inspection commands: tables for people (aligned,
+// fitted to the terminal), JSON for scripts (stable snake_case names from
+// pkg/fleet's types), times as local time plus age.
+
+// outputFormat validates -o against the formats a command offers.
+func outputFormat(o string, allowed ...string) (string, error) {
+	for _, a := range allowed {
+		if o == a {
+			return o, nil
+		}
+	}
+	return "", usageError{fmt.Errorf("unknown output format %q (want %s)", o, strings.Join(allowed, " or "))}
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table is rows of cells under headers. Columns marked flexible give up
+// width (their cells cut with "…") when the table is wider than the terminal.
+type table struct {
+	headers  []string
+	flexible map[int]bool
+	rows     [][]string
+	noHeader bool // for the rows of a stream after its first
+}
+
+func newTable(headers ...string) *table {
+	return &table{headers: headers, flexible: map[int]bool{}}
+}
+
+// flex marks columns (by header) that may be cut to fit.
+func (t *table) flex(headers ...string) *table {
+	for _, h := range headers {
+		for i, th := range t.headers {
+			if th == h {
+				t.flexible[i] = true
+			}
+		}
+	}
+	return t
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+const colGap = 2
+
+// minFlexWidth is how narrow a flexible column may get.
+const minFlexWidth = 10
+
+// write prints the table fitted to width columns (0: no limit). Fitting
+// only cuts flexible columns, widest first; if that is not enough the
+// table is left wider.
+func (t *table) write(w io.Writer, width int) error {
+	widths := make([]int, len(t.headers))
+	for i, h := range t.headers {
+		widths[i] = utf8.RuneCountInString(h)
+	}
+	for _, r := range t.rows {
+		for i, c := range r {
+			if n := utf8.RuneCountInString(c); i < len(widths) && n > widths[i] {
+				widths[i] = n
+			}
+		}
+	}
+	if width > 0 {
+		total := 0
+		for _, n := range widths {
+			total += n + colGap
+		}
+		total -= colGap
+		for total > width {
+			widest := -1
+			for i := range widths {
+				floor := max(minFlexWidth, utf8.RuneCountInString(t.headers[i]))
+				if t.flexible[i] && widths[i] > floor && (widest < 0 || widths[i] > widths[widest]) {
+					widest = i
+				}
+			}
+			if widest < 0 {
+				break
+			}
+			widths[widest]--
+			total--
+		}
+	}
+	return t.render(w, widths)
+}
+
+// writeFixed prints the table with preset column widths (0: as wide as the
+// cell), for streams whose rows print before the widest is known.
+func (t *table) writeFixed(w io.Writer, widths []int) error {
+	ws := make([]int, len(t.headers))
+	for i := range ws {
+		if i < len(widths) && widths[i] > 0 {
+			ws[i] = widths[i]
+		} else {
+			ws[i] = utf8.RuneCountInString(t.headers[i])
+			for _, r := range t.rows {
+				ws[i] = max(ws[i], utf8.RuneCountInString(r[i]))
+			}
+		}
+	}
+	return t.render(w, ws)
+}
+
+func (t *table) render(w io.Writer, widths []int) error {
+	var b strings.Builder
+	line := func(cells []string) {
+		last := len(cells) - 1
+		for i, c := range cells {
+			c = fit(c, widths[i])
+			b.WriteString(c)
+			if i < last {
+				b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+colGap))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	if !t.noHeader {
+		line(t.headers)
+	}
+	for _, r := range t.rows {
+		line(r)
+		if b.Len() > 64<<10 {
+			if _, err := io.WriteString(w, b.String()); err != nil {
+				return err
+			}
+			b.Reset()
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// jsonLine prints v as one line of JSON (JSON Lines, for streams).
+func jsonLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
+// fit cuts s to n runes, marking the cut with "…".
+func fit(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	if n < 1 {
+		return ""
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// terminalWidth is the width tables must fit: $COLUMNS if set, else the
+// terminal's width when w is one, else 0 (no limit: piped output is never cut).
+func terminalWidth(w io.Writer) int {
+	if c, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && c > 0 {
+		return c
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col == 0 {
+		return 0
+	}
+	return int(ws.Col)
+}
+
+// printTable writes t to the app's output, fitted to its terminal.
+func (a *app) printTable(t *table) error {
+	return t.write(a.Out, terminalWidth(a.Out))
+}
+
+// timeLayout is how tables show an instant: local time, to the second.
+const timeLayout = "2006-01-02 15:04:05"
+
+// localTime is t in local time, or "-" for the zero time.
+func localTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(timeLayout)
+}
+
+// zoneName names the local zone for table headers ("TIME (CET)").
+func zoneName() string {
+	name, _ := time.Now().Zone()
+	return name
+}
+
+// age says how far t is from now: "3m ago", "in 4m", "now"; "-" for the
+// zero time. Two units from an hour up ("2h5m ago"), so ages stay short
+// and still tell an hour from the next.
+func age(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	future := d < 0
+	if future {
+		d = -d
+	}
+	s := span(d)
+	switch {
+	case s == "":
+		return "now"
+	case future:
+		return "in " + s
+	default:
+		return s + " ago"
+	}
+}
+
+// span is d rounded down to its largest unit (two units from an hour up),
+// "" under a second.
+func span(d time.Duration) string {
+	secs := int64(d / time.Second)
+	switch {
+	case secs < 1:
+		return ""
+	case secs < 60:
+		return fmt.Sprintf("%ds", secs)
+	case secs < 3600:
+		return fmt.Sprintf("%dm", secs/60)
+	case secs < 86400:
+		h, m := secs/3600, secs%3600/60
+		if m == 0 {
+			return fmt.Sprintf("%dh", h)
+		}
+		return fmt.Sprintf("%dh%dm", h, m)
+	default:
+		dd, h := secs/86400, secs%86400/3600
+		if h == 0 {
+			return fmt.Sprintf("%dd", dd)
+		}
+		return fmt.Sprintf("%dd%dh", dd, h)
+	}
+}
+
+// timeAndAge is "2026-11-25 10:04:05 (3m ago)", or "-".
+func timeAndAge(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return localTime(t) + " (" + age(t, now) + ")"
+}
+
+// orDash is s, or "-" when empty, so table cells never vanish.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// shortProcess drops the "Shepherd" prefix every process has today.
+func shortProcess(p string) string {
+	return strings.TrimPrefix(p, "Shepherd")
+}
