@@ -107,7 +107,9 @@ const (
 )
 
 // Seeded tables, in the order they are filled (foreign keys first).
-var tables = []string{"machines", "machine_provided", "machine_agent_started", "machine_agent_heartbeat", "work", "work_backoff", "work_history"}
+// Heartbeats come last and are dated by the clock when their copy starts, so
+// that they are fresh when the load commits, however long it took.
+var tables = []string{"machines", "machine_provided", "machine_agent_started", "work", "work_backoff", "work_history", "machine_agent_heartbeat"}
 
 // Seed adds a fleet to the database in one transaction: all of it or none.
 // The tables' own triggers are switched off for the load (it sets the flags
@@ -182,6 +184,7 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, opt Options) (Result, error) 
 type gen struct {
 	opt     Options
 	now     time.Time
+	beatNow time.Time // the clock when heartbeats are copied
 	session uuid.UUID
 	states  []state
 	roles   []role
@@ -378,12 +381,6 @@ func (g *gen) copyAll(ctx context.Context, tx pgx.Tx) error {
 			}
 			return [][]any{{m.id, m.startedAt, m.key, m.state != silent}}, nil
 		}},
-		{"machine_agent_heartbeat", []string{"machine_id", "agent_heartbeat_at", "agent_heartbeat_coarse_at"}, func(m *machine) ([][]any, error) {
-			if m.state != healthy && m.state != stale {
-				return nil, nil
-			}
-			return [][]any{{m.id, m.heartbeatAt, m.heartbeatAt}}, nil
-		}},
 		{"work", []string{"machine_id", "session_id", "process", "work_started_at", "work_detail"}, func(m *machine) ([][]any, error) {
 			if m.role != working {
 				return nil, nil
@@ -402,8 +399,19 @@ func (g *gen) copyAll(ctx context.Context, tx pgx.Tx) error {
 			g.history += len(rows)
 			return rows, nil
 		}},
+		{"machine_agent_heartbeat", []string{"machine_id", "agent_heartbeat_at", "agent_heartbeat_coarse_at"}, func(m *machine) ([][]any, error) {
+			if m.state != healthy && m.state != stale {
+				return nil, nil
+			}
+			at := m.heartbeatAt.Add(g.beatNow.Sub(g.now))
+			return [][]any{{m.id, at, at}}, nil
+		}},
 	}
+	loadStart := time.Now()
 	for _, c := range copies {
+		if c.table == "machine_agent_heartbeat" {
+			g.beatNow = g.now.Add(time.Since(loadStart))
+		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{c.table}, c.cols, g.each(c.rows)); err != nil {
 			return fmt.Errorf("copying %s: %w", c.table, err)
 		}
