@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"text/template"
@@ -140,17 +141,36 @@ func parseInventory(file string, data []byte) (*staticInventory, error) {
 		if m.Address == "" {
 			return nil, errAt(l, "machine %q has no address (host:port of its SSH server)", m.ID)
 		}
-		if _, _, err := net.SplitHostPort(m.Address); err != nil {
-			if strings.Contains(m.Address, "/") || strings.Count(m.Address, ":") == 1 {
-				return nil, errAt(line("machines", i, "address"), "machine %q: address %q is not host or host:port", m.ID, m.Address)
-			}
-			inv.Machines[i].Address = net.JoinHostPort(m.Address, "22")
+		addr, ok := sshAddress(m.Address)
+		if !ok {
+			return nil, errAt(line("machines", i, "address"), "machine %q: address %q is not host or host:port", m.ID, m.Address)
 		}
+		inv.Machines[i].Address = addr
 		if _, err := renderReboot(tmpl, inv.Machines[i]); err != nil {
 			return nil, errAt(line("reboot_command"), "reboot_command does not render for machine %q: %v", m.ID, err)
 		}
 	}
 	return &inv, nil
+}
+
+// sshAddress checks a host or host:port and adds port 22 if none is given.
+func sshAddress(a string) (string, bool) {
+	if strings.ContainsAny(a, "/ ") {
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		// A bare host, or a bare IPv6 address.
+		if strings.Count(a, ":") == 1 || strings.HasPrefix(a, "[") {
+			return "", false
+		}
+		return net.JoinHostPort(strings.Trim(a, "[]"), "22"), true
+	}
+	n, err := strconv.Atoi(port)
+	if host == "" || err != nil || n < 1 || n > 65535 {
+		return "", false
+	}
+	return a, true
 }
 
 // yamlError turns a YAML decoding error into lines of "file:line: what".
