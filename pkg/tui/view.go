@@ -79,7 +79,11 @@ func (m Model) statusIndicator() string {
 // lines).
 func (m Model) summaryLines() []string {
 	s := m.page.Summary
-	items := []string{styled(styleTitle, fmt.Sprint(s.Machines)) + " machines", "│"}
+	noun := " machines"
+	if s.Machines == 1 {
+		noun = " machine"
+	}
+	items := []string{styled(styleTitle, fmt.Sprint(s.Machines)) + noun, "│"}
 	for i, c := range s.States {
 		items = append(items, fmt.Sprint(c.N)+" "+styled(stateStyle(c.Name), c.Name)+comma(i, len(s.States)))
 	}
