@@ -50,7 +50,10 @@ type Network struct {
 type DeviceView struct {
 	ID, ProjectID, Hostname, State, Plan, OS, Reservation string
 	Tags, SSHKeyIDs                                       []string
-	Reboots                                               int
+	// AuthorizedKeys are the public keys of the device's SSH keys, as
+	// its root's authorized_keys would hold them.
+	AuthorizedKeys []string
+	Reboots        int
 }
 
 // Fault makes matching requests fail before they reach the API.
@@ -246,7 +249,7 @@ func (s *Server) Device(id string) (DeviceView, bool) {
 	if !ok {
 		return DeviceView{}, false
 	}
-	return d.view(), true
+	return s.view(d), true
 }
 
 // Devices returns snapshots of a project's devices in creation order.
@@ -255,7 +258,7 @@ func (s *Server) Devices(projectID string) []DeviceView {
 	defer s.mu.Unlock()
 	var out []DeviceView
 	for _, id := range s.projects[projectID].devices {
-		out = append(out, s.devices[id].view())
+		out = append(out, s.view(s.devices[id]))
 	}
 	return out
 }
@@ -267,10 +270,14 @@ func (s *Server) Requests() []string {
 	return slices.Clone(s.requests)
 }
 
-func (d *device) view() DeviceView {
-	return DeviceView{ID: d.id, ProjectID: d.projectID, Hostname: d.hostname, State: d.state, Plan: d.plan,
+func (s *Server) view(d *device) DeviceView {
+	v := DeviceView{ID: d.id, ProjectID: d.projectID, Hostname: d.hostname, State: d.state, Plan: d.plan,
 		OS: d.os, Reservation: d.reservation, Tags: slices.Clone(d.tags), SSHKeyIDs: slices.Clone(d.sshKeys),
 		Reboots: d.reboots}
+	for _, id := range d.sshKeys {
+		v.AuthorizedKeys = append(v.AuthorizedKeys, s.keys[id].key)
+	}
+	return v
 }
 
 // Handler serves the API under BasePath.
@@ -537,7 +544,7 @@ func (s *Server) createDevice(w http.ResponseWriter, r *http.Request) {
 		created: time.Now().UTC(), private: s.allocPrivate()}
 	d.shortID = d.id[:8]
 	if s.onProvision != nil {
-		d.net = s.onProvision(d.view())
+		d.net = s.onProvision(s.view(d))
 	} else {
 		d.net = Network{PublicIPv4: fmt.Sprintf("198.51.100.%d", s.nextAddr%254+1), PublicIPv6: fmt.Sprintf("2001:db8::%x", s.nextAddr)}
 	}
@@ -574,7 +581,7 @@ func (s *Server) deviceAction(w http.ResponseWriter, r *http.Request) {
 		d.state, d.pending = s.rebootStates[0], slices.Clone(s.rebootStates[1:])
 	}
 	if s.onReboot != nil {
-		s.onReboot(d.view())
+		s.onReboot(s.view(d))
 	}
 	w.WriteHeader(http.StatusAccepted)
 }

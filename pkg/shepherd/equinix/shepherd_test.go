@@ -1,0 +1,257 @@
+package equinix_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bmctl/bmctl/internal/metalemu"
+	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/shepherd"
+	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// simulated makes the emulated project's devices real SSH servers on
+// 127.0.0.1: each new device gets an sshsim machine that accepts exactly the
+// keys the device was created with, reachable through the SSH port tag. A
+// reboot power-cycles the machine.
+type simulated struct {
+	mu       sync.Mutex
+	machines map[string]*sshsim.Machine // by device id
+}
+
+func simulate(t *testing.T, emu *metalemu.Server) *simulated {
+	s := &simulated{machines: map[string]*sshsim.Machine{}}
+	emu.OnProvision(func(d metalemu.DeviceView) metalemu.Network {
+		var keys []ssh.PublicKey
+		for _, k := range d.AuthorizedKeys {
+			pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+			if err != nil {
+				t.Errorf("device %s has a bad SSH key: %v", d.ID, err)
+				continue
+			}
+			keys = append(keys, pk)
+		}
+		if len(keys) == 0 {
+			t.Errorf("device %s was created without SSH keys", d.ID)
+			keys = append(keys, otherKey(t)) // accept no one rather than everyone
+		}
+		m, err := sshsim.New(sshsim.Config{AuthorizedKeys: keys})
+		if err != nil {
+			t.Errorf("starting a machine for device %s: %v", d.ID, err)
+			return metalemu.Network{}
+		}
+		t.Cleanup(func() { m.Close() })
+		s.mu.Lock()
+		s.machines[d.ID] = m
+		s.mu.Unlock()
+		_, port, _ := strings.Cut(m.Addr(), ":")
+		return metalemu.Network{PublicIPv4: "127.0.0.1", Tags: []string{"bmctl.ssh-port=" + port}}
+	})
+	return s
+}
+
+func (s *simulated) machine(id string) *sshsim.Machine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.machines[id]
+}
+
+func otherKey(t *testing.T) ssh.PublicKey {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
+func openDB(t *testing.T) *bmdb.Conn {
+	t.Helper()
+	conn, err := bmdb.Open(context.Background(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	return conn
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// One shepherd run with the equinix provider provisions devices from the
+// project's free reservations up to its limit, keeps their status fresh,
+// and starts the agent on each.
+func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 4, small)
+	sims := simulate(t, w.emu)
+	conn := openDB(t)
+
+	dir := t.TempDir()
+	signer, _, err := shepherd.LoadOrCreateKey(filepath.Join(dir, "shepherd_ed25519"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(dir, "agent")
+	bin := make([]byte, 64<<10)
+	_, _ = rand.Read(bin)
+	if err := os.WriteFile(agent, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := w.config(t)
+	cfg.SSHPublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	p, err := equinix.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const limit = 3
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- shepherd.Run(ctx, shepherd.Config{
+			Conn:            conn,
+			Providers:       []shepherd.Provider{p},
+			Logger:          testLogger(t),
+			SessionInterval: 2 * time.Second,
+			Provisioning:    &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: limit},
+			AgentStart: &shepherd.AgentStartConfig{
+				LoopConfig:  shepherd.LoopConfig{Parallelism: 2, IdleWait: 50 * time.Millisecond},
+				Signer:      signer,
+				AgentBinary: agent,
+				Endpoint:    "https://127.0.0.1:8443",
+				DialTimeout: 5 * time.Second,
+				ExecTimeout: 5 * time.Second,
+			},
+		})
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("shepherd.Run: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+
+	count := func(sql string) int {
+		var n int
+		if err := conn.Pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, "3 machines with the agent started and status active", func() bool {
+		return count(`SELECT count(*) FROM machine_agent_started a JOIN machine_provided p USING (machine_id)
+			WHERE p.provider = 'equinix' AND p.provider_status = 'active'`) == limit
+	})
+	stop()
+
+	devs := w.emu.Devices(w.project)
+	if len(devs) != limit {
+		t.Fatalf("%d devices in the project, want the limit, %d", len(devs), limit)
+	}
+	known, err := bmdb.ListProvidedMachines(context.Background(), conn.Pool, equinix.Type)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]bmdb.ProvidedMachine{}
+	for _, k := range known {
+		byID[k.ProviderID] = k
+	}
+	for _, d := range devs {
+		k, ok := byID[d.ID]
+		m := sims.machine(d.ID)
+		if !ok || m == nil {
+			t.Fatalf("device %s: in BMDB %v, simulated %v", d.ID, ok, m != nil)
+		}
+		if k.Address != m.Addr() || k.Location != "sv/sv15" {
+			t.Errorf("device %s in BMDB at %s in %s, want %s in sv/sv15", d.ID, k.Address, k.Location, m.Addr())
+		}
+		if _, ok := m.Uploaded(shepherd.DefaultRemotePath); !ok || len(m.Execs()) == 0 {
+			t.Errorf("device %s: agent uploaded %v, commands %q", d.ID, ok, m.Execs())
+		}
+	}
+	if free, err := p.FreeCapacity(context.Background()); err != nil || free != 1 {
+		t.Errorf("FreeCapacity after the run = %d, %v; want 1 left over the limit", free, err)
+	}
+}
+
+// Reconciliation refuses to act when BMDB has a device the project no longer
+// lists, and a device that failed to provision is neither a discrepancy nor
+// free capacity: it is recorded with status failed.
+func TestReconcileWithEquinix(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 4, small)
+	conn := openDB(t)
+	p := w.provider(t)
+	log := testLogger(t)
+
+	w.emu.SetProvisionStates("failed")
+	res, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil)
+	if err != nil || res.Created != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want one created", res, err)
+	}
+	w.emu.SetProvisionStates("provisioning", "active")
+	for range 2 { // the next read shows failed; record it
+		if _, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	known, err := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	if err != nil || len(known) != 1 || known[0].Status != string(shepherd.StatusFailed) {
+		t.Fatalf("BMDB has %+v (%v); want the one device, failed", known, err)
+	}
+	failed := known[0].ProviderID
+
+	res, err = shepherd.Reconcile(ctx, conn, p, 3, log, nil)
+	if err != nil || res.Created != 2 {
+		t.Fatalf("Reconcile to 3 = %+v, %v; want 2 more created beside the failed one", res, err)
+	}
+
+	// A device deleted behind bmctl's back stops everything until resolved.
+	w.emu.RemoveDevice(failed)
+	res, err = shepherd.Reconcile(ctx, conn, p, 4, log, nil)
+	if !errors.Is(err, shepherd.ErrDisagreement) || !strings.Contains(err.Error(), failed) || res.Created != 0 {
+		t.Fatalf("Reconcile with a vanished device = %+v, %v; want ErrDisagreement naming %s, nothing created", res, err, failed)
+	}
+	if n := len(w.emu.Devices(w.project)); n != 2 {
+		t.Errorf("project has %d devices after the refusal, want 2", n)
+	}
+}
