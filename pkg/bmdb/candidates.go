@@ -2,6 +2,7 @@ package bmdb
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,6 +18,11 @@ import (
 // AgentStartCandidates returns provided machines with no started agent, no
 // shepherd work and no unexpired AgentStart backoff.
 func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUID, error) {
+	// The limit is written into the SQL, not bound: with a bound LIMIT the
+	// server replans the statement on every call (a generic plan, which must
+	// assume any limit, loses to a custom one), and planning these joins
+	// costs more than running them. A statement without parameters is
+	// planned once per connection; each distinct limit is its own statement.
 	rows, err := tx.Query(ctx, `
 		SELECT m.machine_id
 		FROM machine_provided p
@@ -27,8 +33,8 @@ func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUI
 		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdAgentStart'))
 		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = p.machine_id
 		                  AND b.process = 'ShepherdAgentStart' AND b.backoff_until > now())
-		LIMIT $1
-		FOR NO KEY UPDATE OF m SKIP LOCKED`, limit)
+		LIMIT `+strconv.Itoa(limit)+`
+		FOR NO KEY UPDATE OF m SKIP LOCKED`)
 	if err != nil {
 		return nil, err
 	}
