@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/shepherd"
+)
+
+func TestShepherdRunRejectsBadConfiguration(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "agent")
+	os.WriteFile(bin, []byte("agent"), 0o755)
+	base := []string{"shepherd", "run", "--db", "postgres://unused/", "--agent-binary", bin, "--agent-endpoint", "https://x:1", "--ssh-key", filepath.Join(t.TempDir(), "k")}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{args: []string{"--loops", "agentstart,sleep"}, want: `unknown loop "sleep"`},
+		{args: []string{"--loops", "recovery"}, want: "recovery and provisioning need --provider"},
+		{args: []string{"--provider", "cloud9"}, want: `--provider "cloud9": want static or equinix`},
+		{args: []string{"--provider", "static"}, want: "--provider static needs --inventory"},
+		{args: []string{"--agentstart-backoff", "5m,1m,1.2"}, want: "maximum is not a duration at least the initial one"},
+		{args: []string{"--agent-endpoint", ""}, want: "agentstart needs --agent-endpoint"},
+		{args: []string{"--agentstart-parallelism", "many"}, want: "invalid argument"},
+		{env: map[string]string{"BMCTL_AGENTSTART_PARALLELISM": "many"}, want: `BMCTL_AGENTSTART_PARALLELISM="many"`},
+		{env: map[string]string{"BMCTL_LOOPS": "nap"}, want: `unknown loop "nap"`},
+	} {
+		t.Run(strings.Join(tc.args, " ")+tc.want, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			r := bmctl(t, "", append(append([]string{}, base...), tc.args...)...)
+			if r.code != 2 || !strings.Contains(r.err, tc.want) || strings.Count(strings.TrimSpace(r.err), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want exit 2 and one line containing %q", r.code, r.err, tc.want)
+			}
+		})
+	}
+}
+
+// shepherdLog collects the shepherd's log while the test reads it.
+type shepherdLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *shepherdLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *shepherdLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestShepherdRunStartsAgentsServesMetricsAndStopsCleanly runs `bmctl
+// shepherd run` in process from the environment against a simulated
+// machine, reads /metrics, then stops it as a signal would.
+func TestShepherdRunStartsAgentsServesMetricsAndStopsCleanly(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	conn, err := bmdb.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "shepherd_ed25519")
+	signer, _, err := shepherd.LoadOrCreateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sshsim.New(sshsim.Config{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	id, err := bmdb.AddProvidedMachine(ctx, conn.Pool, bmdb.ProvidedMachine{Provider: "sim", ProviderID: "m1", Address: m.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := freeAddr(t)
+	t.Setenv("BMCTL_DATABASE_URL", url)
+	t.Setenv("BMCTL_SSH_KEY", keyPath)
+	t.Setenv("BMCTL_AGENT_ENDPOINT", "https://127.0.0.1:8443")
+	t.Setenv("BMCTL_METRICS_ADDR", metrics)
+
+	runCtx, stop := context.WithCancel(ctx)
+	var stderr shepherdLog
+	code := make(chan int, 1)
+	go func() {
+		code <- run(runCtx, []string{"shepherd", "run", "--agentstart-parallelism", "2"}, streams{In: strings.NewReader(""), Out: io.Discard, Err: &stderr})
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var n int
+		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM machine_agent_started WHERE machine_id = $1`, id).Scan(&n)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no agent started; shepherd said:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The uploaded agent is this very executable, run as "<path> agent".
+	self, _ := os.Executable()
+	st, _ := os.Stat(self)
+	if u, ok := m.Uploaded(shepherd.DefaultRemotePath); !ok || u.Size != st.Size() {
+		t.Errorf("uploaded %+v, want this executable (%d bytes)", u, st.Size())
+	}
+
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`bmctl_shepherd_claims_total{process="ShepherdAgentStart"} 1`,
+		`bmctl_shepherd_finishes_total{process="ShepherdAgentStart"} 1`,
+		`bmctl_shepherd_sessions{process="ShepherdAgentStart"} 2`,
+		`bmctl_shepherd_work_duration_seconds_count{outcome="finished",process="ShepherdAgentStart"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	stop()
+	if c := <-code; c != 0 {
+		t.Errorf("exit %d after stop, want 0; stderr:\n%s", c, stderr.String())
+	}
+	var left int
+	_ = conn.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM work) + (SELECT count(*) FROM sessions)`).Scan(&left)
+	if left != 0 {
+		t.Errorf("%d work or session rows left after shutdown", left)
+	}
+	for _, want := range []string{"msg=claimed", "msg=finished", "machine=" + id.String(), "process=ShepherdAgentStart", "session="} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
