@@ -99,18 +99,23 @@ func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
 	fs.StringVar(&c.Plan, "equinix-plan", c.Plan, "use only hardware reservations of this plan (env BMCTL_EQUINIX_PLAN); default any")
 	fs.StringVar(&c.OS, "equinix-os", c.OS, "operating system slug for new devices (env BMCTL_EQUINIX_OS)")
 	fs.StringVar(&c.SSHKeyLabel, "equinix-ssh-key-label", c.SSHKeyLabel, "label of the project SSH key holding the shepherd's public key (env BMCTL_EQUINIX_SSH_KEY_LABEL)")
-	fs.StringVar(&keyFile, "equinix-ssh-public-key-file", os.Getenv("BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE"), "the shepherd's SSH public key, put on new devices (env BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE)")
+	fs.StringVar(&keyFile, "equinix-ssh-public-key-file", os.Getenv("BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE"), "the shepherd's SSH public key, put on new devices (env BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE); default: --ssh-key's .pub where that flag exists")
 	fs.IntVar(&c.SSHPort, "equinix-ssh-port", c.SSHPort, "SSH port of devices without a bmctl.ssh-port=N tag (env BMCTL_EQUINIX_SSH_PORT)")
 	fs.Float64Var(&c.RequestsPerSecond, "equinix-rate", c.RequestsPerSecond, "Metal API calls per second at most")
 	fs.DurationVar(&c.RebootTimeout, "equinix-reboot-timeout", c.RebootTimeout, "how long a reboot may take to go down and come back")
 	fs.DurationVar(&c.PollInterval, "equinix-poll-interval", c.PollInterval, "how often a reboot looks at the device's state")
 	return func() (equinix.Config, error) {
-		if keyFile != "" {
+		switch {
+		case keyFile != "":
 			b, err := os.ReadFile(keyFile)
 			if err != nil {
 				return c, usageError{fmt.Errorf("reading the shepherd's SSH public key: %w", err)}
 			}
 			c.SSHPublicKey = strings.TrimSpace(string(b))
+		case fs.Lookup("ssh-key") != nil:
+			// The shepherd's own key pair, which it may create only after
+			// this; the provider reads the file when it first needs it.
+			c.SSHPublicKeyFile = fs.Lookup("ssh-key").Value.String() + ".pub"
 		}
 		if c.RebootTimeout <= 0 || c.PollInterval <= 0 {
 			return c, usageError{errors.New("--equinix-reboot-timeout and --equinix-poll-interval must be positive")}

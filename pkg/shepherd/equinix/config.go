@@ -37,6 +37,10 @@ type Config struct {
 	// SSHPublicKey is the shepherd's public key, in authorized_keys form.
 	// Only CreateMachine needs it.
 	SSHPublicKey string
+	// SSHPublicKeyFile holds SSHPublicKey if that is empty. It is read when
+	// first needed, so it may be created after New (the shepherd creates
+	// its key pair on first start).
+	SSHPublicKeyFile string
 	// SSHPort is where devices' SSH servers listen (22 on Metal). A device
 	// tag "bmctl.ssh-port=N" overrides it per device; see SSHPortTag.
 	SSHPort int

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -442,10 +443,18 @@ func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
 	if p.keyID != "" {
 		return p.keyID, nil
 	}
-	if p.cfg.SSHPublicKey == "" {
+	pub := p.cfg.SSHPublicKey
+	if pub == "" && p.cfg.SSHPublicKeyFile != "" {
+		b, err := os.ReadFile(p.cfg.SSHPublicKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("equinix: reading the shepherd's SSH public key: %w", err)
+		}
+		pub = strings.TrimSpace(string(b))
+	}
+	if pub == "" {
 		return "", errors.New("equinix: no shepherd SSH public key configured; creating devices needs one (--equinix-ssh-public-key-file)")
 	}
-	want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(p.cfg.SSHPublicKey))
+	want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
 	if err != nil {
 		return "", fmt.Errorf("equinix: shepherd SSH public key: %w", err)
 	}
@@ -474,7 +483,7 @@ func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
 	createCall := call{op: "create SSH key " + p.cfg.SSHKeyLabel + " in project " + p.cfg.ProjectID, api: "POST /projects/" + p.cfg.ProjectID + "/ssh-keys"}
 	if err := p.do(ctx, createCall, func(c *packngo.Client) error {
 		var err error
-		k, _, err = c.SSHKeys.Create(&packngo.SSHKeyCreateRequest{Label: p.cfg.SSHKeyLabel, Key: strings.TrimSpace(p.cfg.SSHPublicKey), ProjectID: p.cfg.ProjectID})
+		k, _, err = c.SSHKeys.Create(&packngo.SSHKeyCreateRequest{Label: p.cfg.SSHKeyLabel, Key: strings.TrimSpace(pub), ProjectID: p.cfg.ProjectID})
 		return err
 	}); err != nil {
 		return "", err
@@ -498,7 +507,13 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	wait, cancel := context.WithTimeout(ctx, p.cfg.RebootTimeout)
+	// The bound is ours or the caller's (the shepherd's reboot timeout),
+	// whichever ends first; the error says which wait ran out.
+	bound := p.cfg.RebootTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < bound {
+		bound = time.Until(dl).Round(time.Millisecond)
+	}
+	wait, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	tick := time.NewTicker(p.cfg.PollInterval)
 	defer tick.Stop()
@@ -531,12 +546,12 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 			continue
 		case <-wait.Done():
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("equinix: %s: %w", op, ctx.Err())
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("equinix: %s: canceled while waiting for the device (last state %s): %w", op, last, ctx.Err())
 		}
-		cause := fmt.Sprintf("Metal accepted the reboot but the device did not go down within %v (still %s)", p.cfg.RebootTimeout, last)
+		cause := fmt.Sprintf("Metal accepted the reboot but the device did not go down within %v (still %s)", bound, last)
 		if wentDown {
-			cause = fmt.Sprintf("the device went down but did not come back within %v (last state %s)", p.cfg.RebootTimeout, last)
+			cause = fmt.Sprintf("the device went down but did not come back within %v (last state %s)", bound, last)
 		}
 		if lastErr != nil {
 			cause += "; last error: " + lastErr.Error()

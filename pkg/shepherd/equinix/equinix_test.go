@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -317,6 +318,17 @@ func TestRebootGivesUp(t *testing.T) {
 	want = "equinix: reboot device " + id + ": the device went down but did not come back within 100ms (last state inactive)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Reboot of a device that stays down: %v\nwant %s", err, want)
+	}
+
+	// The caller's bound (the shepherd's reboot timeout) may end the wait first.
+	w.emu.SetStates(id, "active")
+	w.emu.SetRebootStates("active")
+	short, cancel := context.WithTimeout(ctx, 80*time.Millisecond)
+	defer cancel()
+	p2 := w.provider(t, func(c *equinix.Config) { c.RebootTimeout = time.Hour; c.PollInterval = 5 * time.Millisecond })
+	err = p2.Reboot(short, id)
+	if err == nil || !regexp.MustCompile(`^equinix: reboot device `+id+`: Metal accepted the reboot but the device did not go down within [0-9.]+ms \(still active\)$`).MatchString(err.Error()) {
+		t.Errorf("Reboot under the caller's deadline: %v", err)
 	}
 
 	w.emu.SetStates(id, "active")
