@@ -121,6 +121,7 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 		}
 		t := historyTable(events, time.Now(), first)
 		first = false
+		t.width = terminalWidth(a.Out)
 		return t.writeFixed(a.Out, historyWidths)
 	})
 	if errors.Is(err, context.Canceled) {

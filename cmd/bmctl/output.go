@@ -41,6 +41,7 @@ type table struct {
 	flexible map[int]bool
 	rows     [][]string
 	noHeader bool // for the rows of a stream after its first
+	width    int  // the width lines are cut at, 0 for none
 }
 
 func newTable(headers ...string) *table {
@@ -63,8 +64,38 @@ func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
 
 const colGap = 2
 
-// minFlexWidth is how narrow a flexible column may get.
+// minFlexWidth is how narrow a flexible column gets before others give way.
 const minFlexWidth = 10
+
+// shrink narrows columns until the table fits width: first the flexible
+// ones down to minFlexWidth, widest first; then any column down to its
+// header's width, widest first. What still does not fit is cut at the
+// line's end by render.
+func (t *table) shrink(widths []int, width int) {
+	total := -colGap
+	for _, n := range widths {
+		total += n + colGap
+	}
+	for _, onlyFlexible := range []bool{true, false} {
+		for total > width {
+			widest := -1
+			for i := range widths {
+				floor := utf8.RuneCountInString(t.headers[i])
+				if onlyFlexible {
+					floor = max(floor, minFlexWidth)
+				}
+				if (t.flexible[i] || !onlyFlexible) && widths[i] > floor && (widest < 0 || widths[i] > widths[widest]) {
+					widest = i
+				}
+			}
+			if widest < 0 {
+				break
+			}
+			widths[widest]--
+			total--
+		}
+	}
+}
 
 // write prints the table fitted to width columns (0: no limit). Fitting
 // only cuts flexible columns, widest first; if that is not enough the
@@ -82,26 +113,9 @@ func (t *table) write(w io.Writer, width int) error {
 		}
 	}
 	if width > 0 {
-		total := 0
-		for _, n := range widths {
-			total += n + colGap
-		}
-		total -= colGap
-		for total > width {
-			widest := -1
-			for i := range widths {
-				floor := max(minFlexWidth, utf8.RuneCountInString(t.headers[i]))
-				if t.flexible[i] && widths[i] > floor && (widest < 0 || widths[i] > widths[widest]) {
-					widest = i
-				}
-			}
-			if widest < 0 {
-				break
-			}
-			widths[widest]--
-			total--
-		}
+		t.shrink(widths, width)
 	}
+	t.width = width
 	return t.render(w, widths)
 }
 
@@ -124,15 +138,22 @@ func (t *table) writeFixed(w io.Writer, widths []int) error {
 
 func (t *table) render(w io.Writer, widths []int) error {
 	var b strings.Builder
+	var l strings.Builder
 	line := func(cells []string) {
+		l.Reset()
 		last := len(cells) - 1
 		for i, c := range cells {
 			c = fit(c, widths[i])
-			b.WriteString(c)
+			l.WriteString(c)
 			if i < last {
-				b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+colGap))
+				l.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+colGap))
 			}
 		}
+		s := l.String()
+		if t.width > 0 {
+			s = fit(strings.TrimRight(s, " "), t.width)
+		}
+		b.WriteString(s)
 		b.WriteByte('\n')
 	}
 	if !t.noHeader {

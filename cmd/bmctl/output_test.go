@@ -1,0 +1,89 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestAge(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for d, want := range map[time.Duration]string{
+		0:                               "now",
+		-500 * time.Millisecond:         "now",
+		-45 * time.Second:               "45s ago",
+		-3*time.Minute - 59*time.Second: "3m ago",
+		4 * time.Minute:                 "in 4m",
+		-2 * time.Hour:                  "2h ago",
+		-2*time.Hour - 5*time.Minute:    "2h5m ago",
+		26 * time.Hour:                  "in 1d2h",
+		-72 * time.Hour:                 "3d ago",
+	} {
+		if got := age(now.Add(d), now); got != want {
+			t.Errorf("age(%v) = %q, want %q", d, got, want)
+		}
+	}
+	if got := age(time.Time{}, now); got != "-" {
+		t.Errorf("age of zero time = %q", got)
+	}
+}
+
+// TestTableFitsWidth: tables cut flexible columns to fit the terminal and
+// no line exceeds it; with no width (a pipe) nothing is cut.
+func TestTableFitsWidth(t *testing.T) {
+	tb := newTable("MACHINE", "STATE", "CAUSE").flex("CAUSE")
+	tb.add("0123abcd", "backed_off", strings.Repeat("connection refused ", 10))
+	tb.add("4567ef01", "healthy", "-")
+	for _, width := range []int{40, 60, 200} {
+		var b strings.Builder
+		if err := tb.write(&b, width); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range outLines(b.String()) {
+			if n := utf8.RuneCountInString(l); n > width {
+				t.Errorf("width %d: line of %d: %q", width, n, l)
+			}
+		}
+		if width < 200 && !strings.Contains(b.String(), "…") {
+			t.Errorf("width %d: long cause not cut:\n%s", width, b.String())
+		}
+	}
+	var b strings.Builder
+	if err := tb.write(&b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "…") {
+		t.Errorf("unlimited width cut a cell:\n%s", b.String())
+	}
+
+	// Through a command: $COLUMNS is the terminal's width.
+	f, _ := seedViews(t)
+	t.Setenv("COLUMNS", "70")
+	for _, args := range [][]string{{"machines", "list"}, {"machines", "list", "-o", "wide"}, {"backoff", "list"}, {"history", "srv-backoff"}} {
+		for _, l := range outLines(f.ok(args...)) {
+			if n := utf8.RuneCountInString(l); n > 70 {
+				t.Errorf("%v: line of %d columns: %q", args, n, l)
+			}
+		}
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.Local)
+	for in, want := range map[string]time.Time{
+		"90m":                  now.Add(-90 * time.Minute),
+		"3d":                   now.Add(-72 * time.Hour),
+		"2026-11-25 10:00":     time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local),
+		"2026-11-24":           time.Date(2026, 11, 24, 0, 0, 0, 0, time.Local),
+		"2026-11-25T09:00:00Z": time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseSince(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseSince(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseSince("last tuesday", now); err == nil {
+		t.Error("parseSince accepted nonsense")
+	}
+}
