@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -46,10 +47,39 @@ type Config struct {
 	MaxRate rate.Limit
 }
 
+// OpenPool opens the server's own connection pool to BMDB. Its sessions do
+// not wait for the WAL to reach disk at commit (synchronous_commit off): a
+// heartbeat is a liveness ping repeated every interval, so losing the last
+// fraction of a second of them in a database crash only makes machines look
+// that much older, while waiting for a flush per heartbeat caps the endpoint
+// at the disk's flush rate. Nothing else is written through this pool.
+func OpenPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("invalid database URL: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	} else if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16 // heartbeats are short; more connections than cores hides round trips
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database does not answer (is it running? check --db / BMCTL_DATABASE_URL): %w", err)
+	}
+	return pool, nil
+}
+
 // Server is the heartbeat endpoint.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
+	batch   *batcher
 	reg     *prometheus.Registry
 	limits  *keyLimiter
 	total   *rate.Limiter
@@ -87,6 +117,7 @@ func New(cfg Config) *Server {
 		log:    cfg.Logger,
 		reg:    prometheus.NewRegistry(),
 		limits: newKeyLimiter(cfg.AgentRate, cfg.AgentBurst),
+		batch:  newBatcher(cfg.Pool),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bmctl_heartbeat_requests_total",
 			Help: "Heartbeat requests by result.",
@@ -232,7 +263,15 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accepted, err := s.record(r.Context(), machine, key, req.Hardware)
+	if errors.Is(err, errOverloaded) {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, http.StatusServiceUnavailable, "overloaded", msgOverload)
+		return
+	}
 	if err != nil {
+		if r.Context().Err() != nil {
+			return // the agent hung up; nobody to answer
+		}
 		s.log.Warn("recording heartbeat failed", "machine", machine, "cause", err)
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, http.StatusServiceUnavailable, "db_error", msgDB)
@@ -255,7 +294,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 // one, only if key is the machine's agent key.
 func (s *Server) record(ctx context.Context, machine uuid.UUID, key ed25519.PublicKey, hw *HardwareReport) (bool, error) {
 	if hw == nil {
-		return bmdb.RecordHeartbeat(ctx, s.cfg.Pool, machine, key)
+		return s.batch.record(ctx, bmdb.AgentKey{Machine: machine, Key: key})
 	}
 	report, err := json.Marshal(hw) // our struct, not the client's bytes
 	if err != nil {

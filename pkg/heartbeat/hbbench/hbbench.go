@@ -1,0 +1,244 @@
+// Package hbbench measures how many heartbeats one heartbeat server sustains:
+// it registers simulated agents (machines with started agents and their
+// keys) in a database, serves the real endpoint on loopback and has every
+// agent heart-beat over its own mutual-TLS connection, as a fleet does.
+package hbbench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/bmctl/bmctl/pkg/devca"
+	"github.com/bmctl/bmctl/pkg/heartbeat"
+)
+
+// Options bound a run.
+type Options struct {
+	// DatabaseURL is a migrated BMDB the run may fill with its agents.
+	DatabaseURL string
+	// CADir holds the development CA of the run's endpoint.
+	CADir string
+	// Agents is the number of simulated agents.
+	Agents int
+	// Duration bounds the measured phase.
+	Duration time.Duration
+	// MaxHeartbeats bounds it too: the phase ends at whichever comes first.
+	MaxHeartbeats int64
+	// Interval is each agent's heartbeat period; 0 sends the next heartbeat
+	// as soon as the last is answered (closed loop: the server's capacity).
+	Interval time.Duration
+	// PoolSize is the endpoint's database connections (0: bmdb's default).
+	PoolSize int
+	Logger   *slog.Logger
+}
+
+// Result is what a run measured.
+type Result struct {
+	Agents int
+	// Setup is the time to first contact of all agents: TLS handshake and
+	// hardware report each.
+	Setup    time.Duration
+	Elapsed  time.Duration
+	Accepted int64
+	Failed   int64
+	// PerSecond is accepted heartbeats per second in the measured phase.
+	PerSecond          float64
+	P50, P90, P99, Max time.Duration
+	FirstError         string
+}
+
+type simAgent struct {
+	id     uuid.UUID
+	client *heartbeat.Client
+	lat    []time.Duration
+}
+
+// Run registers the agents, serves the endpoint and measures.
+func Run(ctx context.Context, opt Options) (Result, error) {
+	if opt.Agents < 1 || opt.Duration <= 0 || opt.MaxHeartbeats < 1 {
+		return Result{}, errors.New("agents, duration and max heartbeats must be positive")
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	pool, err := heartbeat.OpenPool(ctx, opt.DatabaseURL, int32(opt.PoolSize))
+	if err != nil {
+		return Result{}, err
+	}
+	defer pool.Close()
+	ca, err := devca.Ensure(opt.CADir)
+	if err != nil {
+		return Result{}, err
+	}
+	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		return Result{}, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Result{}, err
+	}
+	interval := opt.Interval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	// Per-key limits protect from one broken agent; the bench measures the
+	// server's capacity, so they are lifted.
+	srv := heartbeat.New(heartbeat.Config{Pool: pool, Logger: opt.Logger, Interval: interval, AgentRate: rate.Inf})
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, ln, cert) }()
+	defer func() { stop(); <-served }()
+
+	opt.Logger.Info("registering agents", "agents", opt.Agents)
+	agents, err := register(ctx, pool, opt.Agents, "https://"+ln.Addr().String(), ca.CertPEM)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() {
+		for _, a := range agents {
+			a.client.Close()
+		}
+	}()
+
+	// First contact, a few hundred at a time: every agent connects and
+	// reports its hardware, as after a fleet-wide start.
+	res := Result{Agents: opt.Agents}
+	hw := &heartbeat.HardwareReport{CPUModel: "Simulated CPU", CPUCount: 64, MemoryBytes: 256 << 30,
+		Disks: []heartbeat.Disk{{Name: "nvme0n1", SizeBytes: 2 << 40}}, NICs: []heartbeat.NIC{{Name: "eth0", MAC: "02:00:00:00:00:01"}}}
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(256)
+	for _, a := range agents {
+		g.Go(func() error {
+			_, err := a.client.Send(gctx, heartbeat.Request{MachineID: a.id.String(), Hardware: hw})
+			if err != nil {
+				return fmt.Errorf("first contact of agent %s: %w", a.id, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	res.Setup = time.Since(start)
+	opt.Logger.Info("all agents connected", "took", res.Setup.Round(time.Millisecond))
+
+	// The measured phase.
+	mctx, cancel := context.WithTimeout(ctx, opt.Duration)
+	defer cancel()
+	var budget atomic.Int64
+	budget.Store(opt.MaxHeartbeats)
+	var failed atomic.Int64
+	var firstErr sync.Once
+	var wg sync.WaitGroup
+	start = time.Now()
+	for i, a := range agents {
+		wg.Go(func() {
+			if opt.Interval > 0 {
+				// Spread the fleet over one interval.
+				if !sleep(mctx, opt.Interval*time.Duration(i)/time.Duration(len(agents))) {
+					return
+				}
+			}
+			req := heartbeat.Request{MachineID: a.id.String()}
+			for budget.Add(-1) >= 0 {
+				t0 := time.Now()
+				_, err := a.client.Send(mctx, req)
+				if mctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.Do(func() { res.FirstError = err.Error() })
+				} else {
+					a.lat = append(a.lat, time.Since(t0))
+				}
+				if opt.Interval > 0 && !sleep(mctx, opt.Interval-time.Since(t0)) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	var all []time.Duration
+	for _, a := range agents {
+		all = append(all, a.lat...)
+	}
+	slices.Sort(all)
+	res.Accepted = int64(len(all))
+	res.Failed = failed.Load()
+	res.PerSecond = float64(res.Accepted) / res.Elapsed.Seconds()
+	if len(all) > 0 {
+		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
+		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
+	}
+	return res, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// register adds n provided machines with started agents, one key each, in
+// one statement per table.
+func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, caPEM []byte) ([]*simAgent, error) {
+	agents := make([]*simAgent, n)
+	ids := make([]uuid.UUID, n)
+	providerIDs := make([]string, n)
+	pubs := make([][]byte, n)
+	for i := range agents {
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		id := uuid.New()
+		client, err := heartbeat.NewClient(endpoint, caPEM, key, id.String())
+		if err != nil {
+			return nil, err
+		}
+		agents[i] = &simAgent{id: id, client: client}
+		ids[i], providerIDs[i], pubs[i] = id, "bench-"+id.String(), pub
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO machines (machine_id) SELECT unnest($1::uuid[])`, ids)
+	if err == nil {
+		_, err = pool.Exec(ctx, `
+			INSERT INTO machine_provided (machine_id, provider, provider_id)
+			SELECT id, 'bench', pid FROM unnest($1::uuid[], $2::text[]) AS u(id, pid)`, ids, providerIDs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registering bench machines: %w", err)
+	}
+	_, err = pool.Exec(ctx, `
+		INSERT INTO machine_agent_started (machine_id, agent_started_at, agent_public_key)
+		SELECT id, now(), key FROM unnest($1::uuid[], $2::bytea[]) AS u(id, key)`, ids, pubs)
+	if err != nil {
+		return nil, fmt.Errorf("registering bench agents: %w", err)
+	}
+	return agents, nil
+}
