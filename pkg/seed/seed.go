@@ -223,6 +223,8 @@ func newGen(opt Options) *gen {
 		}
 	}
 	assign := func(pool []int, backoff, work int) {
+		// Scattered over the fleet, as failures of a mature fleet are.
+		r.Shuffle(len(pool), func(a, b int) { pool[a], pool[b] = pool[b], pool[a] })
 		backoff = min(backoff, len(pool)/3)
 		work = min(work, len(pool)/3)
 		for _, i := range pool[:backoff] {
