@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,7 +12,15 @@ import (
 
 // The one TestMain of package main: every command test shares the package's
 // throwaway PostgreSQL cluster.
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// With BMCTL_TEST_MAIN=1 the test binary is bmctl itself, so tests can run
+// it as a separate process (the demo, kill -9) without building it.
+func TestMain(m *testing.M) {
+	if os.Getenv("BMCTL_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	pgtest.Main(m)
+}
 
 // result is what one in-process bmctl invocation printed and returned.
 type result struct {
