@@ -67,17 +67,31 @@ func watchOrder(s Sort, desc bool) (string, error) {
 }
 
 // Window is one page of a filtered, sorted machine list, the number of
-// machines that pass the filter, and the whole fleet's statistics, read in
-// one snapshot.
+// machines that pass the filter, and the whole fleet's counts, read in one
+// snapshot.
 type Window struct {
 	Machines []MachineSummary
 	Offset   int
 	Total    int
-	Stats    Stats
+	Summary  Summary
+}
+
+// Summary is the fleet at a glance: machines per state, work and unexpired
+// backoffs per process (zero counts left out).
+type Summary struct {
+	Machines int
+	ByState  map[State]int
+	Work     map[bmdb.Process]int
+	Backoffs map[bmdb.Process]int
 }
 
 // WatchWindow returns the machines o.Offset to o.Offset+o.Limit of the list o
-// describes (its Sort may also be SortAddress, SortWork or SortBackoff).
+// describes (its Sort may also be SortAddress, SortWork or SortBackoff), how
+// many pass its filter, and the fleet summary. A live view runs it on every
+// change, so it avoids whole-fleet work where it can: the page is sorted
+// without counting (so an index order can stop early), the count of an
+// unfiltered list is the count of machines, and the summary derives states
+// from the small sets of machines that can be in trouble (FleetSummary).
 func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 	w := Window{Offset: o.Offset}
 	order, err := watchOrder(o.Sort, o.Descending)
@@ -86,8 +100,9 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 	}
 	from, args := o.query()
 	args = append(args, max(o.Limit, 1), max(o.Offset, 0))
-	q := "SELECT " + summaryColumns + ", count(*) OVER () FROM " + from +
+	q := "SELECT " + summaryColumns + " FROM " + from +
 		" ORDER BY " + order + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+	filtered := len(o.States) > 0 || o.Process != "" || o.Provider != "" || o.Location != "" || o.Match != ""
 	err = snapshot(ctx, db, func(tx DB) error {
 		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
 			return err
@@ -96,55 +111,88 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 		if err != nil {
 			return err
 		}
-		w.Machines, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (MachineSummary, error) {
-			m, err := scanSummaryAnd(row, &w.Total)
-			return m, err
-		})
-		if err != nil {
+		if w.Machines, err = pgx.CollectRows(rows, scanSummary); err != nil {
 			return err
 		}
-		if len(w.Machines) == 0 {
-			// Past the end (or nothing matches): the window count is not
-			// there, so count apart.
-			if w.Total, err = CountMachines(ctx, tx, o); err != nil {
-				return err
-			}
+		if w.Summary, err = FleetSummary(ctx, tx, o.Thresholds); err != nil {
+			return err
 		}
-		w.Stats, err = GetStats(ctx, tx, o.Thresholds)
+		w.Total = w.Summary.Machines
+		if filtered {
+			w.Total, err = CountMachines(ctx, tx, o)
+		}
 		return err
 	})
 	return w, err
 }
 
-// scanSummaryAnd scans a summary row followed by extra columns.
-func scanSummaryAnd(row pgx.CollectableRow, extra ...any) (MachineSummary, error) {
-	var (
-		m          MachineSummary
-		wProcess   *string
-		wDetail    *string
-		wStarted   *time.Time
-		wSession   *uuid.UUID
-		wComponent *string
-		wHost      *string
-		bProcess   *string
-		bUntil     *time.Time
-		bCause     *string
-	)
-	dest := []any{&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
-		&m.State, &m.AgentStartedAt, &m.LastHeartbeatAt,
-		&wProcess, &wDetail, &wStarted, &wSession, &wComponent, &wHost,
-		&bProcess, &bUntil, &bCause}
-	if err := row.Scan(append(dest, extra...)...); err != nil {
-		return m, err
-	}
-	if wProcess != nil {
-		m.Work = &WorkHeld{Process: bmdb.Process(*wProcess), Detail: deref(wDetail), StartedAt: *wStarted,
-			SessionID: *wSession, SessionComponent: deref(wComponent), SessionHost: deref(wHost)}
-	}
-	if bProcess != nil {
-		m.Backoff = &ActiveBackoff{Process: bmdb.Process(*bProcess), Until: *bUntil, Cause: deref(bCause)}
-	}
-	return m, nil
+// troubleStates are the states a machine outside every narrowSQL set cannot
+// be in: such a machine is healthy if provided, else unprovided.
+var troubleStates = []State{StateNew, StateAgentStarting, StateAwaitingHeartbeat, StateNoHeartbeat,
+	StateHeartbeatStale, StateRecovering, StateBackedOff, StateAccessing}
+
+// FleetSummary counts the fleet by state, and work and unexpired backoffs by
+// process, at the cost of the machines in trouble rather than of the fleet.
+// The trouble states are counted exactly over their narrowSQL sets (the same
+// rows and state every list shows). A machine in none of those sets has no
+// work, no unexpired backoff, no pending agent start, a heartbeat and a fresh
+// coarse heartbeat (never later than the exact one): healthy when provided,
+// unprovided when not. So unprovided is the machines without a provided tag
+// less those held by shepherd work, and healthy is the rest. A test checks
+// this against the whole-fleet GROUP BY of GetStats.
+func FleetSummary(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Summary, error) {
+	sum := Summary{ByState: map[State]int{}, Work: map[bmdb.Process]int{}, Backoffs: map[bmdb.Process]int{}}
+	err := snapshot(ctx, db, func(tx DB) error {
+		from, args := ListOptions{States: troubleStates, Thresholds: th}.query()
+		rows, err := tx.Query(ctx, "SELECT state, count(*) FROM "+from+" GROUP BY state", args...)
+		if err != nil {
+			return err
+		}
+		var st State
+		var n, trouble int
+		if _, err := pgx.ForEachRow(rows, []any{&st, &n}, func() error {
+			sum.ByState[st] = n
+			trouble += n
+			return nil
+		}); err != nil {
+			return err
+		}
+		var provided, heldUnprovided int
+		err = tx.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM machines), (SELECT count(*) FROM machine_provided),
+			       (SELECT count(DISTINCT w.machine_id) FROM work w
+			        WHERE process_exclusion_group(w.process) = 'shepherd'
+			          AND NOT EXISTS (SELECT 1 FROM machine_provided p WHERE p.machine_id = w.machine_id))`).
+			Scan(&sum.Machines, &provided, &heldUnprovided)
+		if err != nil {
+			return err
+		}
+		if n := sum.Machines - provided - heldUnprovided; n > 0 {
+			sum.ByState[StateUnprovided] = n
+		}
+		if n := sum.Machines - trouble - sum.ByState[StateUnprovided]; n > 0 {
+			sum.ByState[StateHealthy] = n
+		}
+		rows, err = tx.Query(ctx, `
+			SELECT process, count(*), 'work' FROM work GROUP BY process
+			UNION ALL
+			SELECT process, count(*), 'backoff' FROM work_backoff WHERE backoff_until > now() GROUP BY process`)
+		if err != nil {
+			return err
+		}
+		var p bmdb.Process
+		var kind string
+		_, err = pgx.ForEachRow(rows, []any{&p, &n, &kind}, func() error {
+			if kind == "work" {
+				sum.Work[p] = n
+			} else {
+				sum.Backoffs[p] = n
+			}
+			return nil
+		})
+		return err
+	})
+	return sum, err
 }
 
 // ErrFilteredOut means a machine exists but the list's filter leaves it out.

@@ -68,18 +68,18 @@ func (s FleetSource) Page(ctx context.Context, q Query) (Page, error) {
 	for i, m := range w.Machines {
 		p.Rows[i] = rowOf(m)
 	}
-	p.Summary.Machines = w.Stats.Machines
+	p.Summary.Machines = w.Summary.Machines
 	for _, st := range fleet.States {
-		if n := w.Stats.ByState[st]; n > 0 {
+		if n := w.Summary.ByState[st]; n > 0 {
 			p.Summary.States = append(p.Summary.States, Count{Name: string(st), N: n})
 		}
 	}
-	for _, ps := range w.Stats.Processes {
-		if ps.Work > 0 {
-			p.Summary.Work = append(p.Summary.Work, Count{Name: string(ps.Process), N: ps.Work})
+	for _, proc := range bmdb.Processes {
+		if n := w.Summary.Work[proc]; n > 0 {
+			p.Summary.Work = append(p.Summary.Work, Count{Name: string(proc), N: n})
 		}
-		if ps.Backoffs > 0 {
-			p.Summary.Backoffs = append(p.Summary.Backoffs, Count{Name: string(ps.Process), N: ps.Backoffs})
+		if n := w.Summary.Backoffs[proc]; n > 0 {
+			p.Summary.Backoffs = append(p.Summary.Backoffs, Count{Name: string(proc), N: n})
 		}
 	}
 	return p, nil
