@@ -36,15 +36,22 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 			return err
 		}
 		for _, id := range ids {
+			// Claim and record it in one statement: one round trip less
+			// per claim. The history row exists only if the claim did.
 			tag, err := tx.Exec(ctx, `
-				INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, $3)
-				ON CONFLICT DO NOTHING`, id, s.id, process)
+				WITH claimed AS (
+					INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, $3)
+					ON CONFLICT DO NOTHING
+					RETURNING machine_id, process)
+				INSERT INTO work_history (machine_id, process, event, session_id, session_component, session_host)
+				SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed`,
+				id, s.id, process, s.component, s.host)
 			if err != nil {
 				return fmt.Errorf("claiming machine %s: %w", id, err)
 			}
 			if tag.RowsAffected() == 1 {
 				claimed = id
-				return s.history(ctx, tx, id, process, EventStarted, "")
+				return nil
 			}
 		}
 		return nil
@@ -56,14 +63,6 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 		return nil, ErrNothingToDo
 	}
 	return &Work{Machine: claimed, Process: process, s: s}, nil
-}
-
-func (s *Session) history(ctx context.Context, tx pgx.Tx, machine uuid.UUID, process Process, ev Event, cause string) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		machine, process, ev, cause, s.id, s.component, s.host)
-	return err
 }
 
 // Session is the session holding the work.
@@ -83,28 +82,39 @@ func (w *Work) SetDetail(ctx context.Context, detail string) error {
 }
 
 // end releases the work in one transaction: fn runs first (its changes land
-// together with the release), then the work row is deleted and ev recorded.
-func (w *Work) end(ctx context.Context, ev Event, cause string, fn func(tx pgx.Tx) error) error {
+// together with the release), then the work row is deleted, ev recorded and,
+// with clearBackoff, the process's backoff deleted, all in one statement (one
+// round trip). If the work is no longer held, nothing of it is committed.
+func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff bool, fn func(tx pgx.Tx) error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return ErrWorkDone
 	}
 	err := w.s.Transact(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM work WHERE machine_id = $1 AND process = $2 AND session_id = $3`,
-			w.Machine, w.Process, w.s.id)
+		if fn != nil {
+			if err := fn(tx); err != nil {
+				return err
+			}
+		}
+		tag, err := tx.Exec(ctx, `
+			WITH released AS (
+				DELETE FROM work WHERE machine_id = $1 AND process = $2 AND session_id = $3
+				RETURNING machine_id, process
+			), cleared AS (
+				DELETE FROM work_backoff b USING released r
+				WHERE $7 AND b.machine_id = r.machine_id AND b.process = r.process
+			)
+			INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
+			SELECT machine_id, process, $4, $5, $3, $6, $8 FROM released`,
+			w.Machine, w.Process, w.s.id, ev, cause, w.s.component, clearBackoff, w.s.host)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return ErrWorkLost
 		}
-		if fn != nil {
-			if err := fn(tx); err != nil {
-				return err
-			}
-		}
-		return w.s.history(ctx, tx, w.Machine, w.Process, ev, cause)
+		return nil
 	})
 	if err == nil || errors.Is(err, ErrWorkLost) || errors.Is(err, ErrSessionExpired) {
 		w.done = true
@@ -117,22 +127,14 @@ func (w *Work) end(ctx context.Context, ev Event, cause string, fn func(tx pgx.T
 // nothing changes and the work is still held. Finishing clears the process's
 // backoff.
 func (w *Work) Finish(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return w.end(ctx, EventFinished, "", func(tx pgx.Tx) error {
-		if fn != nil {
-			if err := fn(tx); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `DELETE FROM work_backoff WHERE machine_id = $1 AND process = $2`, w.Machine, w.Process)
-		return err
-	})
+	return w.end(ctx, EventFinished, "", true, fn)
 }
 
 // Fail ends the work unsuccessfully with cause. With a policy, the machine is
 // kept out of this process's candidates for the next backoff interval; the
 // interval grows with each failure until a Finish.
 func (w *Work) Fail(ctx context.Context, policy *Backoff, cause string) error {
-	return w.end(ctx, EventFailed, cause, func(tx pgx.Tx) error {
+	return w.end(ctx, EventFailed, cause, false, func(tx pgx.Tx) error {
 		if policy == nil {
 			return nil
 		}
@@ -158,5 +160,5 @@ func (w *Work) Fail(ctx context.Context, policy *Backoff, cause string) error {
 // Cancel ends the work without success or failure (for example on shutdown);
 // the backoff is left as it was.
 func (w *Work) Cancel(ctx context.Context, cause string) error {
-	return w.end(ctx, EventCanceled, cause, nil)
+	return w.end(ctx, EventCanceled, cause, false, nil)
 }
