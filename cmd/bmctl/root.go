@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -166,9 +165,6 @@ func (a *app) connect(ctx context.Context) (*bmdb.Conn, error) {
 	}
 	if err := bmdb.CheckSchema(url); err != nil {
 		conn.Close()
-		if strings.Contains(err.Error(), "pending") || strings.Contains(err.Error(), "no migration") {
-			return nil, fmt.Errorf("%v", err)
-		}
 		return nil, err
 	}
 	return conn, nil
