@@ -262,3 +262,22 @@ func TestKilledShepherdsWorkIsTakenOver(t *testing.T) {
 		t.Errorf("history %s\nwant it to end Finished by the new shepherd", events(evs))
 	}
 }
+
+// TestWorkerStartsNewSessionWhenItsSessionExpires kills the workers'
+// sessions under them (as a long network partition would): they notice,
+// start new sessions and go on working.
+func TestWorkerStartsNewSessionWhenItsSessionExpires(t *testing.T) {
+	e := newEnv(t)
+	metrics := shepherd.NewMetrics(nil)
+	e.run(shepherd.Config{AgentStart: e.agentStart(), Metrics: metrics, SessionInterval: time.Second})
+	waitFor(t, "the workers' sessions", func() bool { return e.count(`SELECT count(*) FROM sessions`) == 2 })
+	old := e.count(`SELECT count(*) FROM sessions`)
+	if _, err := e.conn.Pool.Exec(context.Background(), `UPDATE sessions SET session_deadline = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "new sessions", func() bool {
+		return counterValue(metrics.SessionStarts.WithLabelValues("ShepherdAgentStart")) >= float64(2*old)
+	})
+	_, id, _ := e.machine()
+	waitFor(t, "an agent started under a new session", func() bool { return e.agentStarted(id) })
+}
