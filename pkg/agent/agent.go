@@ -139,6 +139,13 @@ func (a *Agent) Reply() agentproto.Reply {
 // PublicKey is the key the agent authenticates with.
 func (a *Agent) PublicKey() ed25519.PublicKey { return a.key.Public().(ed25519.PublicKey) }
 
+// HeartbeatOnce sends one heartbeat now and returns the endpoint's refusal
+// (a *heartbeat.StatusError) or failure, if any: for checks and debugging.
+func (a *Agent) HeartbeatOnce(ctx context.Context) error {
+	_, err := a.client.Send(ctx, heartbeat.Request{MachineID: a.init.MachineID})
+	return err
+}
+
 // Run heart-beats until ctx ends (returning nil) or the endpoint has refused
 // the key for GiveUpAfter (ErrSuperseded). Failures are retried with
 // exponential backoff capped at the interval, so an endpoint coming back is
@@ -150,6 +157,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		hw           *heartbeat.HardwareReport
 		failures     int
 		refusedSince time.Time
+		everAccepted bool
 	)
 	a.log.Info("agent running", "endpoint", a.init.Endpoint)
 	for {
@@ -172,7 +180,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				hw = req.Hardware
 				a.log.Info("hardware reported", "cpus", hw.CPUCount, "memory_bytes", hw.MemoryBytes, "disks", len(hw.Disks), "nics", len(hw.NICs))
 			}
-			failures, refusedSince = 0, time.Time{}
+			failures, refusedSince, everAccepted = 0, time.Time{}, true
 			if resp.IntervalMillis > 0 {
 				interval = clamp(time.Duration(resp.IntervalMillis)*time.Millisecond, 100*time.Millisecond, time.Hour)
 			}
@@ -196,7 +204,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			if errors.As(err, &se) && se.Code == http.StatusTooManyRequests {
 				wait = interval
 			}
-			a.log.Warn("heartbeat failed", "cause", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
+			if !everAccepted && !refusedSince.IsZero() && time.Since(refusedSince) < 10*time.Second {
+				// Expected right after takeover: the shepherd records the
+				// key only once it has read the reply.
+				a.log.Info("endpoint does not know this key yet; retrying", "retry_in", wait.Round(time.Millisecond))
+			} else {
+				a.log.Warn("heartbeat failed", "cause", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
