@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -98,6 +99,14 @@ func (b *batcher) write(batch []*beat) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	accepted, err := bmdb.RecordHeartbeats(ctx, b.pool, claims)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") {
+		// A batch can deadlock with Recovery clearing one of its machines'
+		// tags (they lock the started and heartbeat rows in opposite
+		// orders). The database aborted one side; once more settles it, so
+		// the other heartbeats of the batch are not refused for one machine.
+		accepted, err = bmdb.RecordHeartbeats(ctx, b.pool, claims)
+	}
 	for i, bt := range batch {
 		if err != nil {
 			bt.done <- beatResult{err: err}
