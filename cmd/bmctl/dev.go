@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -117,6 +118,9 @@ touches a configured database.`,
 				return usageError{fmt.Errorf("--duration must be at least 1s, got %s", cfg.Duration)}
 			}
 			cfg.Progress = a.Err
+			if exe, err := os.Executable(); err == nil {
+				cfg.ShepherdBinary = exe
+			}
 			return bench.Run(cmd.Context(), cfg, a.Out)
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -35,6 +36,9 @@ type Config struct {
 	Samples int
 	// URL of an existing database to use instead of a throwaway cluster.
 	URL string
+	// ShepherdBinary is a bmctl binary whose `shepherd run` is measured for
+	// memory; empty skips that measurement.
+	ShepherdBinary string
 	// Progress receives one line per step.
 	Progress io.Writer
 }
@@ -68,17 +72,24 @@ func (c *Config) defaults() {
 
 // Results is everything one run measured.
 type Results struct {
-	Started    time.Time
-	Server     string
-	Settings   string
-	Duration   time.Duration
-	Sessions   []int
-	Pgbench    map[int]float64
-	Claim      map[int]Throughput
-	Seed       map[int]Throughput
-	Candidates []Latency
-	HOT        HOTStats
-	Shepherd   string // RSS note
+	Started time.Time
+	// Load is the machine's load average at the start and the end: the
+	// numbers mean little when other work shares the CPUs.
+	LoadStart, LoadEnd string
+	BigFleet           int
+	Server             string
+	Settings           string
+	Duration           time.Duration
+	Sessions           []int
+	Pgbench            map[int]float64
+	Claim              map[int]Throughput
+	Seed               map[int]Throughput
+	Candidates         []Latency
+	HOT                HOTStats
+	Shepherd           string // peak RSS, or why not measured
+	ShepherdOK         bool
+	// ShepherdClaims the shepherd made while measured.
+	ShepherdClaims int
 }
 
 // Throughput of claim+finish cycles at one concurrency.
@@ -155,7 +166,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer conn.Close()
 
 	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Sessions: cfg.Sessions,
-		Pgbench: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{}}
+		Pgbench: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
+		LoadStart: loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
 	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
 		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
 		       current_setting('synchronous_commit'), current_setting('shared_buffers'))`).Scan(&res.Server, &res.Settings)
@@ -228,8 +240,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			res.Candidates = append(res.Candidates, lat...)
 		}
 	}
-	res.Shepherd = shepherdRSSNote()
+	res.Shepherd = "not measured (no shepherd binary given)"
+	if cfg.ShepherdBinary != "" {
+		logf("shepherd with 32 workers per loop for %s at %d machines", cfg.Duration, cfg.Fleets[len(cfg.Fleets)-1])
+		kb, claims, err := shepherdRSS(ctx, conn, cfg.ShepherdBinary, url, 2*cfg.Duration)
+		if err != nil {
+			return err
+		}
+		res.Shepherd = fmt.Sprintf("%.1f MB peak", float64(kb)/1024)
+		res.ShepherdClaims = claims
+		res.ShepherdOK = kb < 100*1024
+	}
 
+	res.LoadEnd = loadavg()
 	var table = render(res)
 	if err := os.WriteFile(filepath.Join(cfg.Dir, "results.txt"), []byte(table), 0o644); err != nil {
 		return err
@@ -263,3 +286,13 @@ func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
 }
 
 func cpus() int { return runtime.NumCPU() }
+
+// loadavg is the 1, 5 and 15 minute load averages, or "?".
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

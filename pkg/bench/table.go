@@ -11,8 +11,9 @@ import (
 // held to and whether it met it.
 func render(r *Results) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "bmctl bench, %s: PostgreSQL %s (%s), %d CPUs, %s per throughput cell\n\n",
+	fmt.Fprintf(&b, "bmctl bench, %s: PostgreSQL %s (%s), %d CPUs, %s per throughput cell\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Server, r.Settings, cpus(), r.Duration)
+	fmt.Fprintf(&b, "load average at start %s, at end %s (other work on these CPUs skews every number)\n\n", r.LoadStart, r.LoadEnd)
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	row := func(cells ...string) { fmt.Fprintln(w, strings.Join(cells, "\t")+"\t") }
 	head := []string{"measure"}
@@ -66,7 +67,7 @@ func render(r *Results) string {
 		row(append(cells, target, met)...)
 	}
 	if r.HOT.Updates > 0 {
-		cells := []string{"heartbeat upserts, 1M steady", fmt.Sprintf("%.0f/s", r.HOT.PerSec),
+		cells := []string{fmt.Sprintf("heartbeat upserts, %s steady", fleetName(r.BigFleet)), fmt.Sprintf("%.0f/s", r.HOT.PerSec),
 			fmt.Sprintf("%.1f%% HOT", 100*float64(r.HOT.HOT)/float64(r.HOT.Updates))}
 		for len(cells) < len(r.Sessions)+1 {
 			cells = append(cells, "")
@@ -74,10 +75,15 @@ func render(r *Results) string {
 		row(append(cells, "mostly HOT", yes(r.HOT.HOT*2 > r.HOT.Updates))...)
 	}
 	cells := []string{"shepherd RSS, 32 workers per loop", r.Shepherd}
+	met := ""
+	if r.ShepherdClaims > 0 {
+		cells = append(cells, fmt.Sprintf("%d claims", r.ShepherdClaims))
+		met = yes(r.ShepherdOK)
+	}
 	for len(cells) < len(r.Sessions)+1 {
 		cells = append(cells, "")
 	}
-	row(append(cells, "< 100 MB", "")...)
+	row(append(cells, "< 100 MB", met)...)
 	w.Flush()
 	fmt.Fprintf(&b, "\nclaims ask for %d candidate; candidate latency is the query and its rows inside a transaction, %s.\n",
 		ClaimLimit, "over the pool's prepared statements")
@@ -109,9 +115,4 @@ func yes(ok bool) string {
 		return "yes"
 	}
 	return "NO"
-}
-
-// shepherdRSSNote is filled in once a shepherd can be run here.
-func shepherdRSSNote() string {
-	return "not measured"
 }
