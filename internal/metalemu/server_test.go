@@ -61,7 +61,7 @@ func TestPackngoFollowingMetaNextDoublesBasePath(t *testing.T) {
 	if n != 7 {
 		t.Errorf("listed %d reservations over pages of 3, want 7", n)
 	}
-	if vs, _ := v.Violations(); len(vs) != 1 || !strings.Contains(vs[0], "not in the Metal API") {
+	if vs, _ := v.Violations(); len(vs) != 1 || !strings.Contains(vs[0], "not among the Metal API paths") {
 		t.Errorf("violations %v; want only the doubled path", vs)
 	}
 }
@@ -97,7 +97,7 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		`"explode"`,
 		`response 200 to GET /metal/v1/devices/bogus-device`,
 		`"exploded"`,
-		`GET /metal/v1/warp-drives: not in the Metal API`,
+		`GET /metal/v1/warp-drives: not among the Metal API paths the emulator serves`,
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("violations lack %q:\n%s", want, joined)
