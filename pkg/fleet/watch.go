@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,15 +104,20 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 	q := "SELECT " + summaryColumns + " FROM " + from +
 		" ORDER BY " + order + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
 	filtered := len(o.States) > 0 || o.Process != "" || o.Provider != "" || o.Location != "" || o.Match != ""
+	keys, keyArgs, keyed := keyQuery(o.Sort, o.Thresholds)
 	err = snapshot(ctx, db, func(tx DB) error {
 		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, q, args...)
-		if err != nil {
-			return err
+		if keyed && !filtered {
+			w.Machines, err = keyedWindow(ctx, tx, o, keys, keyArgs)
+		} else {
+			var rows pgx.Rows
+			if rows, err = tx.Query(ctx, q, args...); err == nil {
+				w.Machines, err = pgx.CollectRows(rows, scanSummary)
+			}
 		}
-		if w.Machines, err = pgx.CollectRows(rows, scanSummary); err != nil {
+		if err != nil {
 			return err
 		}
 		if w.Summary, err = FleetSummary(ctx, tx, o.Thresholds); err != nil {
@@ -124,6 +130,105 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 		return err
 	})
 	return w, err
+}
+
+// keyQuery is, for an unfiltered list, a query of every machine's id and
+// sort key that joins only the tables the key needs; "%s" is the direction.
+// The view's pages then cost a scan of one or two narrow tables and the rows
+// of one page, not the derivation of every machine's row. Each key matches
+// machineRowsSQL's column (the tests compare both paths).
+func keyQuery(s Sort, th bmdb.RecoveryThresholds) (string, []any, bool) {
+	const provided = `FROM machines m LEFT JOIN machine_provided p ON p.machine_id = m.machine_id`
+	switch s {
+	case SortProvider:
+		return `SELECT m.machine_id ` + provided + `
+			ORDER BY coalesce(p.provider, '') %[1]s, coalesce(p.provider_id, '') %[1]s, m.machine_id %[1]s`, nil, true
+	case SortLocation:
+		return `SELECT m.machine_id ` + provided + `
+			ORDER BY coalesce(p.provider_location, '') %[1]s, coalesce(p.provider, '') %[1]s, coalesce(p.provider_id, '') %[1]s, m.machine_id %[1]s`, nil, true
+	case SortAddress:
+		return `SELECT m.machine_id ` + provided + `
+			ORDER BY coalesce(p.provider_address, '') %[1]s, m.machine_id %[1]s`, nil, true
+	case SortCreated:
+		return `SELECT machine_id FROM machines ORDER BY machine_created_at %[1]s, machine_id %[1]s`, nil, true
+	case SortHeartbeat:
+		return `SELECT m.machine_id FROM machines m LEFT JOIN machine_agent_heartbeat h ON h.machine_id = m.machine_id
+			ORDER BY h.agent_heartbeat_at %[1]s, m.machine_id %[1]s`, nil, true
+	case SortWork, SortSince:
+		order := `w.process %[1]s, w.work_started_at %[1]s`
+		if s == SortSince {
+			order = `w.work_started_at %[1]s`
+		}
+		return `SELECT m.machine_id FROM machines m
+			LEFT JOIN work w ON w.machine_id = m.machine_id AND process_exclusion_group(w.process) = 'shepherd'
+			ORDER BY ` + order + `, m.machine_id %[1]s`, nil, true
+	case SortBackoff:
+		// The backoff a row shows: AgentStart's before the agent started,
+		// Recovery's after, else the other one.
+		return `SELECT m.machine_id FROM machines m LEFT JOIN (
+				SELECT b.machine_id, CASE WHEN EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = b.machine_id)
+					THEN coalesce(max(b.backoff_until) FILTER (WHERE b.process = 'ShepherdRecovery'), max(b.backoff_until) FILTER (WHERE b.process = 'ShepherdAgentStart'))
+					ELSE coalesce(max(b.backoff_until) FILTER (WHERE b.process = 'ShepherdAgentStart'), max(b.backoff_until) FILTER (WHERE b.process = 'ShepherdRecovery'))
+					END AS backoff_until
+				FROM work_backoff b WHERE b.backoff_until > now() AND b.process IN ('ShepherdAgentStart', 'ShepherdRecovery')
+				GROUP BY b.machine_id) b ON b.machine_id = m.machine_id
+			ORDER BY b.backoff_until %[1]s, m.machine_id %[1]s`, nil, true
+	case SortState:
+		// Machines in trouble get their state from the full derivation over
+		// their narrow sets; every other machine is healthy or unprovided
+		// (see FleetSummary).
+		names := make([]string, len(States))
+		for i, st := range States {
+			names[i] = "'" + string(st) + "'"
+		}
+		from, args := ListOptions{States: troubleStates, Thresholds: th}.query()
+		return `WITH trouble AS (SELECT machine_id, state, provider, provider_id FROM ` + from + `)
+			SELECT machine_id FROM (
+				SELECT machine_id, state, provider, provider_id FROM trouble
+				UNION ALL
+				SELECT m.machine_id, CASE WHEN p.machine_id IS NULL THEN 'unprovided' ELSE 'healthy' END,
+				       coalesce(p.provider, ''), coalesce(p.provider_id, '')
+				` + provided + `
+				WHERE NOT EXISTS (SELECT 1 FROM trouble t WHERE t.machine_id = m.machine_id)
+			) k
+			ORDER BY array_position(ARRAY[` + strings.Join(names, ",") + `], state) %[1]s, provider %[1]s, provider_id %[1]s, machine_id %[1]s`, args, true
+	}
+	return "", nil, false
+}
+
+// keyedWindow reads the ids of one page through a key query, then the rows
+// of just those machines.
+func keyedWindow(ctx context.Context, tx DB, o ListOptions, keys string, args []any) ([]MachineSummary, error) {
+	dir := "ASC NULLS LAST"
+	if o.Descending {
+		dir = "DESC NULLS LAST"
+	}
+	th := thresholdsOrDefault(o.Thresholds)
+	args = append(slices.Clip(args), max(o.Limit, 1), max(o.Offset, 0))
+	q := fmt.Sprintf(keys, dir) + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	rows, err = tx.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL+") x WHERE machine_id = ANY($3)",
+		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), ids)
+	if err != nil {
+		return nil, err
+	}
+	list, err := pgx.CollectRows(rows, scanSummary)
+	if err != nil {
+		return nil, err
+	}
+	pos := make(map[uuid.UUID]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
+	slices.SortFunc(list, func(a, b MachineSummary) int { return pos[a.ID] - pos[b.ID] })
+	return list, nil
 }
 
 // troubleStates are the states a machine outside every narrowSQL set cannot
