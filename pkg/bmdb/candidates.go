@@ -59,17 +59,21 @@ var DefaultRecoveryThresholds = RecoveryThresholds{NoHeartbeatAfterStart: 30 * t
 // than th.StaleHeartbeat; with no shepherd work and no unexpired Recovery
 // backoff.
 func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, limit int) ([]uuid.UUID, error) {
+	// Thresholds and limit are written into the SQL, as in
+	// AgentStartCandidates, so the statement is planned once per connection.
+	noHeartbeat := strconv.FormatFloat(th.NoHeartbeatAfterStart.Seconds(), 'f', -1, 64)
+	stale := strconv.FormatFloat(th.StaleHeartbeat.Seconds(), 'f', -1, 64)
 	rows, err := tx.Query(ctx, `
 		SELECT m.machine_id
 		FROM (
 			SELECT s.machine_id FROM machine_agent_started s
 			WHERE NOT s.agent_heartbeat_seen
-			  AND s.agent_started_at < now() - make_interval(secs => $1)
+			  AND s.agent_started_at < now() - make_interval(secs => `+noHeartbeat+`)
 			  AND NOT EXISTS (SELECT 1 FROM machine_agent_heartbeat h WHERE h.machine_id = s.machine_id)
 			UNION ALL
 			SELECT h.machine_id FROM machine_agent_heartbeat h
-			WHERE h.agent_heartbeat_coarse_at < now() - make_interval(secs => $2)
-			  AND h.agent_heartbeat_at < now() - make_interval(secs => $2)
+			WHERE h.agent_heartbeat_coarse_at < now() - make_interval(secs => `+stale+`)
+			  AND h.agent_heartbeat_at < now() - make_interval(secs => `+stale+`)
 			  AND EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = h.machine_id)
 		) c
 		JOIN machines m ON m.machine_id = c.machine_id
@@ -78,9 +82,8 @@ func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, l
 		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdRecovery'))
 		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = c.machine_id
 		                  AND b.process = 'ShepherdRecovery' AND b.backoff_until > now())
-		LIMIT $3
-		FOR NO KEY UPDATE OF m SKIP LOCKED`,
-		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), limit)
+		LIMIT `+strconv.Itoa(limit)+`
+		FOR NO KEY UPDATE OF m SKIP LOCKED`)
 	if err != nil {
 		return nil, err
 	}
