@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,9 +53,7 @@ func TestShepherdRunEquinix(t *testing.T) {
 		_, port, _ := strings.Cut(m.Addr(), ":")
 		return metalemu.Network{PublicIPv4: "127.0.0.1", Tags: []string{"bmctl.ssh-port=" + port}}
 	})
-	srv := httptest.NewServer(emu.Handler())
-	t.Cleanup(srv.Close)
-	t.Setenv("BMCTL_EQUINIX_API_URL", srv.URL+metalemu.BasePath)
+	serveMetal(t, emu)
 	t.Setenv("METAL_PROJECT_ID", project)
 	t.Setenv("METAL_AUTH_TOKEN", "good-token")
 

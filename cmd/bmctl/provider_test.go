@@ -19,12 +19,29 @@ func metalProject(t *testing.T) (project string) {
 	emu.AddReservations(project, 2, metalemu.Reservation{Plan: "c3.small.x86", Facility: "sv15", Metro: "sv"})
 	emu.AddReservations(project, 1, metalemu.Reservation{Plan: "c3.small.x86", Facility: "sv15", Metro: "sv", Spare: true})
 	emu.AddDevice(project, "bmctl-a", metalemu.Network{PublicIPv4: "192.0.2.1"})
-	srv := httptest.NewServer(emu.Handler())
-	t.Cleanup(srv.Close)
-	t.Setenv("BMCTL_EQUINIX_API_URL", srv.URL+metalemu.BasePath)
+	serveMetal(t, emu)
 	t.Setenv("METAL_PROJECT_ID", project)
 	t.Setenv("METAL_AUTH_TOKEN", "good-token")
 	return project
+}
+
+// serveMetal serves emu, checking every exchange against the Metal OpenAPI
+// description, and points the environment at it.
+func serveMetal(t *testing.T, emu *metalemu.Server) {
+	t.Helper()
+	val, err := metalemu.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(val.Wrap(emu.Handler()))
+	t.Cleanup(func() {
+		srv.Close()
+		violations, _ := val.Violations()
+		for _, v := range violations {
+			t.Errorf("OpenAPI: %s", v)
+		}
+	})
+	t.Setenv("BMCTL_EQUINIX_API_URL", srv.URL+metalemu.BasePath)
 }
 
 func TestProviderCheck(t *testing.T) {

@@ -110,15 +110,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// One shepherd run with the equinix provider provisions devices from the
-// project's free reservations up to its limit, keeps their status fresh,
-// and starts the agent on each.
-func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
-	w := newWorld(t)
-	w.emu.AddReservations(w.project, 4, small)
-	sims := simulate(t, w.emu)
-	conn := openDB(t)
+// kit is what a shepherd needs besides BMDB and a provider: its SSH key
+// and an agent binary to upload.
+type kit struct {
+	signer ssh.Signer
+	agent  string
+}
 
+func newKit(t *testing.T) kit {
 	dir := t.TempDir()
 	signer, _, err := shepherd.LoadOrCreateKey(filepath.Join(dir, "shepherd_ed25519"))
 	if err != nil {
@@ -130,54 +129,80 @@ func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
 	if err := os.WriteFile(agent, bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return kit{signer, agent}
+}
+
+func (k kit) agentStart() *shepherd.AgentStartConfig {
+	return &shepherd.AgentStartConfig{
+		LoopConfig:  shepherd.LoopConfig{Parallelism: 2, IdleWait: 50 * time.Millisecond},
+		Signer:      k.signer,
+		AgentBinary: k.agent,
+		Endpoint:    "https://127.0.0.1:8443",
+		DialTimeout: 5 * time.Second,
+		ExecTimeout: 5 * time.Second,
+	}
+}
+
+// provider is the world's provider, putting the kit's key on new devices.
+func (k kit) provider(t *testing.T, w *world) *equinix.Provider {
 	cfg := w.config(t)
-	cfg.SSHPublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	cfg.SSHPublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.signer.PublicKey())))
 	p, err := equinix.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
 
-	const limit = 3
+// runShepherd runs a shepherd until the returned stop is called (or the
+// test ends).
+func runShepherd(t *testing.T, cfg shepherd.Config) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- shepherd.Run(ctx, shepherd.Config{
-			Conn:            conn,
-			Providers:       []shepherd.Provider{p},
-			Logger:          testLogger(t),
-			SessionInterval: 2 * time.Second,
-			Provisioning:    &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: limit},
-			AgentStart: &shepherd.AgentStartConfig{
-				LoopConfig:  shepherd.LoopConfig{Parallelism: 2, IdleWait: 50 * time.Millisecond},
-				Signer:      signer,
-				AgentBinary: agent,
-				Endpoint:    "https://127.0.0.1:8443",
-				DialTimeout: 5 * time.Second,
-				ExecTimeout: 5 * time.Second,
-			},
-		})
-	}()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
+	cfg.Logger = testLogger(t)
+	cfg.SessionInterval = 2 * time.Second
+	go func() { done <- shepherd.Run(ctx, cfg) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("shepherd.Run: %v", err)
 			}
-		}
+		})
 	}
 	t.Cleanup(stop)
+	return stop
+}
 
-	count := func(sql string) int {
-		var n int
-		if err := conn.Pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
+func countRows(t *testing.T, conn *bmdb.Conn, sql string, args ...any) int {
+	var n int
+	if err := conn.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
 	}
+	return n
+}
+
+// One shepherd run with the equinix provider provisions devices from the
+// project's free reservations up to its limit, keeps their status fresh,
+// and starts the agent on each.
+func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 4, small)
+	sims := simulate(t, w.emu)
+	conn := openDB(t)
+	k := newKit(t)
+	p := k.provider(t, w)
+
+	const limit = 3
+	stop := runShepherd(t, shepherd.Config{
+		Conn:         conn,
+		Providers:    []shepherd.Provider{p},
+		Provisioning: &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: limit},
+		AgentStart:   k.agentStart(),
+	})
 	waitFor(t, "3 machines with the agent started and status active", func() bool {
-		return count(`SELECT count(*) FROM machine_agent_started a JOIN machine_provided p USING (machine_id)
+		return countRows(t, conn, `SELECT count(*) FROM machine_agent_started a JOIN machine_provided p USING (machine_id)
 			WHERE p.provider = 'equinix' AND p.provider_status = 'active'`) == limit
 	})
 	stop()
@@ -209,6 +234,51 @@ func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
 	}
 	if free, err := p.FreeCapacity(context.Background()); err != nil || free != 1 {
 		t.Errorf("FreeCapacity after the run = %d, %v; want 1 left over the limit", free, err)
+	}
+}
+
+// An agent that never heart-beats is recovered through Metal's reboot
+// action: the device goes down and comes back, and the agent is started on
+// it again.
+func TestShepherdRecoversThroughMetalReboot(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 1, small)
+	sims := simulate(t, w.emu)
+	w.emu.OnReboot(func(d metalemu.DeviceView) {
+		if m := sims.machine(d.ID); m != nil {
+			go func() { _ = m.PowerCycle(context.Background(), 20*time.Millisecond) }()
+		}
+	})
+	conn := openDB(t)
+	k := newKit(t)
+	stop := runShepherd(t, shepherd.Config{
+		Conn:         conn,
+		Providers:    []shepherd.Provider{k.provider(t, w)},
+		Provisioning: &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: 1},
+		AgentStart:   k.agentStart(),
+		Recovery: &shepherd.RecoveryConfig{
+			LoopConfig:    shepherd.LoopConfig{IdleWait: 50 * time.Millisecond},
+			Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: time.Second, StaleHeartbeat: time.Second},
+			RebootTimeout: 10 * time.Second,
+		},
+	})
+	var dev metalemu.DeviceView
+	waitFor(t, "a reboot through Metal and the agent started again", func() bool {
+		devs := w.emu.Devices(w.project)
+		if len(devs) != 1 {
+			return false
+		}
+		dev = devs[0]
+		m := sims.machine(dev.ID)
+		return dev.Reboots >= 1 && m != nil && len(m.Execs()) >= 2 &&
+			countRows(t, conn, `SELECT count(*) FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Finished'`) >= 1
+	})
+	stop()
+	if n := countRows(t, conn, `SELECT count(*) FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Failed'`); n != 0 {
+		t.Errorf("%d Recovery failures; the reboot through Metal should have worked", n)
+	}
+	if m := sims.machine(dev.ID); m.Boots() < 2 {
+		t.Errorf("machine booted %d times, want a power cycle", m.Boots())
 	}
 }
 
