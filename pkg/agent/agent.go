@@ -169,6 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		resp, err := a.client.Send(ctx, req)
 		if ctx.Err() != nil {
+			a.log.Info("agent stopping", "cause", context.Cause(ctx))
 			return nil
 		}
 		var wait time.Duration
@@ -216,6 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			a.log.Info("agent stopping", "cause", context.Cause(ctx))
 			return nil
 		case <-t.C:
 		}

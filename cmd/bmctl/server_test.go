@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/pkg/agentproto"
+	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/devca"
+	"github.com/bmctl/bmctl/pkg/heartbeat"
+)
+
+func TestServerFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server"}, "no TLS certificate: give --tls-cert and --tls-key, or --dev-ca-dir"},
+		{[]string{"server", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"server", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--dev-ca-dir", dir}, "not both"},
+		{[]string{"server", "--dev-ca-dir", dir, "--heartbeat-interval", "6m"}, "at most half of --stale-heartbeat"},
+	} {
+		r := bmctl(t, "", tc.args...)
+		if r.code != 2 || !strings.Contains(r.err, tc.want) || strings.Count(r.err, "\n") != 1 {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and one line saying %q", tc.args, r.code, r.err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, devca.KeyFile)); err == nil {
+		t.Error("a refused command line created a CA")
+	}
+}
+
+// TestServerServesHeartbeats runs `bmctl server --dev-ca-dir` in process and
+// heart-beats to it with the CA it created.
+func TestServerServesHeartbeats(t *testing.T) {
+	url := pgtest.URL(t)
+	caDir := filepath.Join(t.TempDir(), "ca")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"server", "--db", url, "--listen", "127.0.0.1:0", "--dev-ca-dir", caDir, "--heartbeat-interval", "3s"},
+			streams{In: strings.NewReader(""), Out: &stderr, Err: &stderr})
+	}()
+	listening := regexp.MustCompile(`url=(https://127\.0\.0\.1:\d+)`)
+	deadline := time.Now().Add(time.Minute)
+	for !listening.MatchString(stderr.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server never said where it listens:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	endpoint := listening.FindStringSubmatch(stderr.String())[1]
+	if !strings.Contains(stderr.String(), "agents_ca="+devca.CertPath(caDir)) {
+		t.Errorf("server does not say which CA to give the shepherd:\n%s", stderr.String())
+	}
+
+	conn, err := bmdb.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	id, err := bmdb.AddProvidedMachine(ctx, conn.Pool, bmdb.ProvidedMachine{Provider: "test", ProviderID: "m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	if err := bmdb.SetAgentStarted(ctx, conn.Pool, id, pub); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(devca.CertPath(caDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := heartbeat.NewClient(endpoint, caPEM, key, id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Send(ctx, heartbeat.Request{MachineID: id.String()})
+	if err != nil || resp.IntervalMillis != 3000 {
+		t.Fatalf("heartbeat: %+v, %v; want accepted with the 3s interval", resp, err)
+	}
+	cancel()
+	if code := <-exited; code != 0 {
+		t.Errorf("server exited %d on shutdown:\n%s", code, stderr.String())
+	}
+}
+
+func TestAgentForegroundAnswersBadInit(t *testing.T) {
+	r := bmctl(t, `{"machine_id": "not-a-uuid"}`, "agent", "--foreground")
+	var rep agentproto.Reply
+	if err := json.Unmarshal([]byte(r.out), &rep); err != nil || !strings.Contains(rep.Error, "not a UUID") {
+		t.Errorf("reply %q (%v): want an error naming the bad machine id", r.out, err)
+	}
+	if r.code != 1 || !strings.Contains(r.err, "not a UUID") {
+		t.Errorf("exit %d, stderr %q; want 1 and the cause", r.code, r.err)
+	}
+}
