@@ -207,3 +207,5 @@ func windowSize(w, h int) tea.Msg { return tea.WindowSizeMsg{Width: w, Height: h
 type uuidT = uuid.UUID
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func ansiWidth(s string) int { return ansi.StringWidth(s) }

@@ -219,3 +219,31 @@ func TestHelpAndReadOnly(t *testing.T) {
 		t.Fatalf("backoffs of m-005 after b in read-only mode: %d, %v", n, err)
 	}
 }
+
+// Every frame fits the screen, at any size, in both views.
+func TestEverySizeFits(t *testing.T) {
+	_, pool := frozenDB(t)
+	seedGolden(t, pool)
+	s := startScreen(t, goldenOptions(pool, false), 120, 30)
+	s.waitIdle("the golden fleet", loaded(9))
+	check := func(view string) {
+		for _, size := range [][2]int{{200, 60}, {160, 45}, {100, 20}, {80, 24}, {60, 12}, {40, 8}, {20, 5}} {
+			w, h := size[0], size[1]
+			s.program.Send(windowSize(w, h))
+			frame, _ := s.waitIdle(view+" resized", func(_ string, m Model) bool { return m.width == w && m.height == h })
+			lines := strings.Split(frame, "\n")
+			if len(lines) > h {
+				t.Errorf("%s at %dx%d: %d lines", view, w, h, len(lines))
+			}
+			for i, l := range lines {
+				if lw := ansiWidth(l); lw > w {
+					t.Errorf("%s at %dx%d: line %d is %d wide: %q", view, w, h, i+1, lw, l)
+				}
+			}
+		}
+	}
+	check("table")
+	s.press("enter")
+	s.waitIdle("the detail", func(_ string, m Model) bool { return m.mode == modeDetail })
+	check("detail")
+}

@@ -33,6 +33,9 @@ func (m Model) Render() string {
 	for i, l := range lines {
 		lines[i] = ansi.Truncate(l, m.width, "")
 	}
+	if len(lines) > m.height {
+		lines = lines[:max(1, m.height)]
+	}
 	return strings.Join(lines, "\n")
 }
 
@@ -121,35 +124,28 @@ func (m Model) summaryLines() []string {
 		}
 	}
 	lines = append(lines, line)
-	if len(lines) > 3 {
-		lines = lines[:3]
-	}
-	return lines
+	// On a short screen the rows matter more than the summary.
+	return lines[:min(len(lines), 3, max(0, m.height-6))]
 }
 
 // layout decides column widths for the screen width: fixed columns keep
-// their width, WORK and BACKOFF share the rest, and on narrow screens the
-// least needed columns go first.
+// their width, PROVIDER, WORK and BACKOFF share the rest by weight, and on
+// narrow screens the least needed columns go first.
 func (m Model) layout() (cols []Column, widths []int) {
-	pref := [numColumns]int{8, 22, 10, 15, 18, 0, 0, 9}
-	const flexMin = 12
+	minWidth := [numColumns]int{8, 20, 10, 15, 18, 12, 12, 9}
+	weight := [numColumns]int{ColProvider: 2, ColWork: 4, ColBackoff: 3}
 	dropOrder := []Column{ColAddress, ColLocation, ColHeartbeat, ColBackoff, ColProvider}
-	shown := map[Column]bool{}
-	for c := Column(0); c < numColumns; c++ {
+	shown := [numColumns]bool{}
+	for c := range shown {
 		shown[c] = true
 	}
 	avail := m.width - 2 // the cursor marker
 	need := func() int {
 		n, k := 0, 0
 		for c := Column(0); c < numColumns; c++ {
-			if !shown[c] {
-				continue
-			}
-			k++
-			if pref[c] == 0 {
-				n += flexMin
-			} else {
-				n += pref[c]
+			if shown[c] {
+				n += minWidth[c]
+				k++
 			}
 		}
 		return n + k - 1
@@ -160,31 +156,32 @@ func (m Model) layout() (cols []Column, widths []int) {
 		}
 		shown[c] = false
 	}
-	rest := avail - need()
-	var flex []Column
+	rest, weights := max(0, avail-need()), 0
 	for c := Column(0); c < numColumns; c++ {
-		if shown[c] && pref[c] == 0 {
-			flex = append(flex, c)
+		if shown[c] {
+			weights += weight[c]
 		}
 	}
+	given := 0
 	for c := Column(0); c < numColumns; c++ {
 		if !shown[c] {
 			continue
 		}
-		w := pref[c]
-		if w == 0 {
-			w = flexMin
-			switch {
-			case len(flex) == 1:
-				w += rest
-			case c == ColWork:
-				w += rest * 55 / 100
-			default:
-				w += rest - rest*55/100
-			}
+		w := minWidth[c]
+		if weight[c] > 0 {
+			extra := rest * weight[c] / weights
+			given += extra
+			w += extra
 		}
 		cols = append(cols, c)
-		widths = append(widths, max(1, w))
+		widths = append(widths, w)
+	}
+	// Rounding leftovers go to the last flexible column.
+	for i := len(cols) - 1; i >= 0; i-- {
+		if weight[cols[i]] > 0 {
+			widths[i] += rest - given
+			break
+		}
 	}
 	return cols, widths
 }
