@@ -51,7 +51,8 @@ type Config struct {
 	// RequestsPerSecond and Burst limit the calls this client makes.
 	RequestsPerSecond float64
 	Burst             int
-	// Retries is how many times a call is retried on 429 and on 5xx.
+	// Retries is how many times a call is retried on 429 and on 5xx; 0
+	// retries none (DefaultConfig retries 5 times).
 	Retries int
 	// RetryBackoff is the wait before the first retry when the API gives
 	// no Retry-After; it doubles per retry up to MaxRetryWait.
@@ -65,7 +66,8 @@ type Config struct {
 	RebootTimeout time.Duration
 	PollInterval  time.Duration
 
-	// HTTPClient carries the calls; nil means a default client.
+	// HTTPClient's Transport carries the calls (nil: the default one);
+	// timeouts are CallTimeout's.
 	HTTPClient *http.Client
 }
 

@@ -368,6 +368,23 @@ func TestRateLimitedWithRetryAfter(t *testing.T) {
 	}
 }
 
+// The client limits its own rate, whatever the API would allow.
+func TestClientSideRateLimit(t *testing.T) {
+	w := newWorld(t)
+	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	p := w.provider(t, func(c *equinix.Config) { c.RequestsPerSecond, c.Burst = 50, 1 })
+	start := time.Now()
+	for range 11 {
+		if _, err := p.GetMachine(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 11 calls at 50/s with no burst cannot take less than 10 intervals.
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("11 calls took %v; at 50/s they take at least 200ms", took)
+	}
+}
+
 func TestServerErrors(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
