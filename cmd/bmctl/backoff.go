@@ -67,7 +67,7 @@ from its interval; --active shows only the unexpired ones.`,
 				if list == nil {
 					list = []fleet.BackoffInfo{}
 				}
-				return writeJSON(a.Out, list)
+				return writeJSONList(a.Out, list)
 			}
 			return a.printTable(backoffTable(list, time.Now()))
 		},
@@ -130,7 +130,7 @@ history as a BackoffCleared event naming the operator (user@host).`,
 				return err
 			}
 			if format == "json" {
-				return writeJSON(a.Out, cleared)
+				return writeJSONList(a.Out, cleared)
 			}
 			now := time.Now()
 			for _, b := range cleared {

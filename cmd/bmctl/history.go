@@ -99,7 +99,7 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 			if events == nil {
 				events = []fleet.HistoryEvent{}
 			}
-			return writeJSON(a.Out, events)
+			return writeJSONList(a.Out, events)
 		}
 		if len(events) == 0 {
 			fmt.Fprintf(a.Err, "bmctl: no history for machine %s%s\n", id, filterNote(ho))

@@ -118,7 +118,7 @@ field.`,
 				if list == nil {
 					list = []fleet.MachineSummary{}
 				}
-				return writeJSON(a.Out, list)
+				return writeJSONList(a.Out, list)
 			}
 			return a.printTable(machinesTable(list, time.Now(), format == "wide"))
 		},

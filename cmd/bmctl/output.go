@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,6 +33,30 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeJSONList prints items as an indented JSON array (as writeJSON would,
+// "[]" when empty), one element at a time through a buffer, so a list of a
+// whole fleet is never held twice in memory or re-indented as one document.
+func writeJSONList[T any](w io.Writer, items []T) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteByte('[')
+	for i := range items {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString("\n  ")
+		b, err := json.MarshalIndent(items[i], "  ", "  ")
+		if err != nil {
+			return err
+		}
+		bw.Write(b)
+	}
+	if len(items) > 0 {
+		bw.WriteByte('\n')
+	}
+	bw.WriteString("]\n")
+	return bw.Flush()
 }
 
 // table is rows of cells under headers. Columns marked flexible give up

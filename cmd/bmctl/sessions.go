@@ -47,7 +47,7 @@ sweep records its work as lost.`,
 				if sessions == nil {
 					sessions = []fleet.SessionInfo{}
 				}
-				return writeJSON(a.Out, sessions)
+				return writeJSONList(a.Out, sessions)
 			}
 			return a.printTable(sessionsTable(sessions, time.Now()))
 		},

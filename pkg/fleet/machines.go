@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -160,33 +161,78 @@ const summaryColumns = `machine_id, machine_created_at, provider, provider_id, a
 	backoff_process, backoff_until, backoff_cause`
 
 func scanSummary(row pgx.CollectableRow) (MachineSummary, error) {
+	var m MachineSummary
+	return m, scanSummaryInto(row, &m)
+}
+
+// scanSummaryInto scans a summary row, and then extra columns, into m.
+// Nullable columns go through pgtype values rather than pointers: a whole
+// fleet's list would otherwise allocate a dozen times per machine.
+func scanSummaryInto(row pgx.Row, m *MachineSummary, extra ...any) error {
 	var (
-		m          MachineSummary
-		wProcess   *string
-		wDetail    *string
-		wStarted   *time.Time
-		wSession   *uuid.UUID
-		wComponent *string
-		wHost      *string
-		bProcess   *string
-		bUntil     *time.Time
-		bCause     *string
+		startedAt, heartbeatAt               pgtype.Timestamptz
+		wProcess, wDetail, wComponent, wHost pgtype.Text
+		wStarted, bUntil                     pgtype.Timestamptz
+		wSession                             pgtype.UUID
+		bProcess, bCause                     pgtype.Text
 	)
-	err := row.Scan(&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
-		&m.State, &m.AgentStartedAt, &m.LastHeartbeatAt,
+	dest := []any{&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
+		&m.State, &startedAt, &heartbeatAt,
 		&wProcess, &wDetail, &wStarted, &wSession, &wComponent, &wHost,
-		&bProcess, &bUntil, &bCause)
-	if err != nil {
-		return m, err
+		&bProcess, &bUntil, &bCause}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return err
 	}
-	if wProcess != nil {
-		m.Work = &WorkHeld{Process: bmdb.Process(*wProcess), Detail: deref(wDetail), StartedAt: *wStarted,
-			SessionID: *wSession, SessionComponent: deref(wComponent), SessionHost: deref(wHost)}
+	if startedAt.Valid {
+		t := startedAt.Time
+		m.AgentStartedAt = &t
 	}
-	if bProcess != nil {
-		m.Backoff = &ActiveBackoff{Process: bmdb.Process(*bProcess), Until: *bUntil, Cause: deref(bCause)}
+	if heartbeatAt.Valid {
+		t := heartbeatAt.Time
+		m.LastHeartbeatAt = &t
 	}
-	return m, nil
+	if wProcess.Valid {
+		m.Work = &WorkHeld{Process: bmdb.Process(wProcess.String), Detail: wDetail.String, StartedAt: wStarted.Time,
+			SessionID: wSession.Bytes, SessionComponent: wComponent.String, SessionHost: wHost.String}
+	}
+	if bProcess.Valid {
+		m.Backoff = &ActiveBackoff{Process: bmdb.Process(bProcess.String), Until: bUntil.Time, Cause: bCause.String}
+	}
+	return nil
+}
+
+// collectSummaries reads summary rows in chunks and copies them once into a
+// slice of the exact size: growing one slice of a hundred thousand structs by
+// doubling costs more than the query.
+func collectSummaries(rows pgx.Rows) ([]MachineSummary, error) {
+	defer rows.Close()
+	var (
+		chunks [][]MachineSummary
+		cur    = make([]MachineSummary, 0, 256)
+		total  int
+	)
+	for rows.Next() {
+		if len(cur) == cap(cur) {
+			chunks = append(chunks, cur)
+			cur = make([]MachineSummary, 0, min(2*cap(cur), 16384))
+		}
+		cur = cur[:len(cur)+1]
+		if err := scanSummaryInto(rows, &cur[len(cur)-1]); err != nil {
+			return nil, err
+		}
+		total++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(chunks) == 0 {
+		return cur, nil
+	}
+	out := make([]MachineSummary, 0, total)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return append(out, cur...), nil
 }
 
 func deref(s *string) string {
@@ -296,7 +342,7 @@ func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, 
 		if err != nil {
 			return err
 		}
-		list, err = pgx.CollectRows(rows, scanSummary)
+		list, err = collectSummaries(rows)
 		return err
 	})
 	return list, err
