@@ -34,6 +34,9 @@ type Config struct {
 	Fleets []int
 	// Samples per candidate latency measurement.
 	Samples int
+	// PgbenchScale sizes pgbench's tables (100k accounts per unit); default
+	// 10, enough that 16 clients rarely update one account at once.
+	PgbenchScale int
 	// URL of an existing database to use instead of a throwaway cluster.
 	URL string
 	// ShepherdBinary is a bmctl binary whose `shepherd run` is measured for
@@ -64,6 +67,9 @@ func (c *Config) defaults() {
 	}
 	if c.Samples == 0 {
 		c.Samples = 2000
+	}
+	if c.PgbenchScale == 0 {
+		c.PgbenchScale = 10
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -174,7 +180,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 	// The ceiling: pgbench's simple-update workload.
 	logf("pgbench -i")
-	if err := pg.init(ctx); err != nil {
+	if err := pg.init(ctx, cfg.PgbenchScale); err != nil {
 		return err
 	}
 	for _, c := range cfg.Sessions {

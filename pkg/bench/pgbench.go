@@ -38,16 +38,12 @@ func pgbenchPath() (string, error) {
 	return filepath.Join(bin, "pgbench"), nil
 }
 
-// pgbenchScale sizes pgbench's tables (100k accounts per unit), big enough
-// that 16 clients rarely update one account at once.
-const pgbenchScale = 10
-
-func (p pgbenchTarget) init(ctx context.Context) error {
+func (p pgbenchTarget) init(ctx context.Context, scale int) error {
 	path, err := pgbenchPath()
 	if err != nil {
 		return err
 	}
-	args := append([]string{"-i", "-q", "-s", strconv.Itoa(pgbenchScale)}, p.args()...)
+	args := append([]string{"-i", "-q", "-s", strconv.Itoa(scale)}, p.args()...)
 	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgbench -i: %v: %s", err, strings.TrimSpace(string(out)))
