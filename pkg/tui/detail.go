@@ -159,5 +159,5 @@ func (m Model) stampShort(t, now time.Time) string {
 	if lt.Format("20060102") == now.In(m.opt.Location).Format("20060102") {
 		layout = "15:04:05"
 	}
-	return pad(lt.Format(layout), 12) + " " + pad(relTime(t, now), 8)
+	return pad(lt.Format(layout), 12) + " " + pad(relTime(t, now), 10)
 }

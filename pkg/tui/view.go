@@ -132,7 +132,7 @@ func (m Model) summaryLines() []string {
 // their width, PROVIDER, WORK and BACKOFF share the rest by weight, and on
 // narrow screens the least needed columns go first.
 func (m Model) layout() (cols []Column, widths []int) {
-	minWidth := [numColumns]int{8, 20, 10, 15, 18, 12, 12, 9}
+	minWidth := [numColumns]int{8, 20, 10, 17, 18, 12, 12, 9}
 	weight := [numColumns]int{ColProvider: 2, ColWork: 4, ColBackoff: 3}
 	dropOrder := []Column{ColAddress, ColLocation, ColHeartbeat, ColBackoff, ColProvider}
 	shown := [numColumns]bool{}
