@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
 )
 
 // Shell completion: cobra's own `bmctl completion bash|zsh|fish|powershell`
@@ -49,53 +49,23 @@ func (a *app) completeMachines(withHistory bool) cobra.CompletionFunc {
 	}
 }
 
-// machineCompletions lists "id\tprovider provider-id" for ids starting with
-// prefix, then provider ids starting with it; both read an index range.
+// machineCompletions lists "uuid<TAB>provider provider-id" for UUIDs that
+// start with prefix, then "provider-id<TAB>provider uuid" for provider ids.
 func machineCompletions(ctx context.Context, conn *bmdb.Conn, prefix string, withHistory bool) ([]cobra.Completion, error) {
-	hex := strings.ToLower(prefix)
-	lo, hi := hex, hex+"\uffff"
-	rows, err := conn.Pool.Query(ctx, `
-		(SELECT m.machine_id::text, coalesce(p.provider || ' ' || p.provider_id, '')
-		 FROM machines m LEFT JOIN machine_provided p ON p.machine_id = m.machine_id
-		 WHERE m.machine_id::text >= $1 AND m.machine_id::text < $2
-		 ORDER BY 1 LIMIT $3)
-		UNION ALL
-		(SELECT p.provider_id, p.provider || ' ' || m.machine_id::text
-		 FROM machine_provided p JOIN machines m ON m.machine_id = p.machine_id
-		 WHERE p.provider_id >= $4 AND p.provider_id < $5 AND $4 <> ''
-		 ORDER BY 1 LIMIT $3)`, lo, hi, maxCompletions, prefix, prefix+"\uffff")
+	byID, byProviderID, err := fleet.Complete(ctx, conn.Pool, prefix, maxCompletions, fleet.ResolveOptions{WithHistory: withHistory})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []cobra.Completion
-	for rows.Next() {
-		var name, desc string
-		if err := rows.Scan(&name, &desc); err != nil {
-			return nil, err
+	for _, c := range byID {
+		desc := "deleted machine"
+		if c.Provider != "" {
+			desc = c.Provider + " " + c.ProviderID
 		}
-		out = append(out, cobra.CompletionWithDesc(name, desc))
+		out = append(out, cobra.CompletionWithDesc(c.ID.String(), desc))
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if withHistory && len(out) == 0 && prefix != "" {
-		// A machine that is gone but has history.
-		rows, err := conn.Pool.Query(ctx, `
-			SELECT DISTINCT machine_id::text FROM work_history
-			WHERE machine_id::text >= $1 AND machine_id::text < $2 LIMIT $3`, lo, hi, maxCompletions)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return nil, err
-			}
-			out = append(out, cobra.CompletionWithDesc(name, "deleted machine"))
-		}
-		return out, rows.Err()
+	for _, c := range byProviderID {
+		out = append(out, cobra.CompletionWithDesc(c.ProviderID, c.Provider+" "+c.ID.String()))
 	}
 	return out, nil
 }

@@ -30,6 +30,15 @@ func TestCompletion(t *testing.T) {
 	if !strings.Contains(out, "srv-healthy\t") || strings.Contains(out, "srv-new") {
 		t.Errorf("completing a provider id:\n%s", out)
 	}
+	// A deleted machine with history completes for history, not for show.
+	gone := ids["srv-backoff"]
+	f.exec(`DELETE FROM machines WHERE machine_id = $1`, gone)
+	if out := complete("history", gone.String()[:7]); !strings.Contains(out, gone.String()+"\tdeleted machine") {
+		t.Errorf("completing a deleted machine for history:\n%s", out)
+	}
+	if out := complete("machines", "show", gone.String()[:7]); strings.Contains(out, gone.String()) {
+		t.Errorf("show completes a deleted machine:\n%s", out)
+	}
 	out = complete("machines", "list", "--state", "")
 	if !strings.Contains(out, "heartbeat_stale") {
 		t.Errorf("completing --state:\n%s", out)

@@ -190,3 +190,48 @@ func prefixRange(ref string) (lo, hi uuid.UUID, ok bool) {
 	hi = uuid.MustParse(hex + strings.Repeat("f", pad))
 	return lo, hi, true
 }
+
+// Complete lists machines whose UUID or provider id starts with prefix, for
+// shell completion: UUID matches first (an index range), then provider ids;
+// at most limit of each. With WithHistory and no live match, machines known
+// only from history.
+func Complete(ctx context.Context, db DB, prefix string, limit int, o ResolveOptions) (byID, byProviderID []Candidate, err error) {
+	lo, hi, isHex := prefixRange(prefix)
+	if prefix == "" {
+		lo, hi, isHex = uuid.Nil, uuid.Max, true
+	}
+	if isHex {
+		rows, err := db.Query(ctx, `
+			SELECT m.machine_id, coalesce(p.provider, ''), coalesce(p.provider_id, '')
+			FROM machines m LEFT JOIN machine_provided p ON p.machine_id = m.machine_id
+			WHERE m.machine_id BETWEEN $1 AND $2 ORDER BY m.machine_id LIMIT $3`, lo, hi, limit)
+		if err != nil {
+			return nil, nil, err
+		}
+		if byID, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Candidate]); err != nil {
+			return nil, nil, err
+		}
+		if len(byID) == 0 && o.WithHistory && prefix != "" {
+			rows, err := db.Query(ctx, `
+				SELECT DISTINCT machine_id, '', '' FROM work_history
+				WHERE machine_id BETWEEN $1 AND $2 ORDER BY machine_id LIMIT $3`, lo, hi, limit)
+			if err != nil {
+				return nil, nil, err
+			}
+			if byID, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Candidate]); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if prefix == "" {
+		return byID, nil, nil
+	}
+	rows, err := db.Query(ctx, `
+		SELECT machine_id, provider, provider_id FROM machine_provided
+		WHERE starts_with(provider_id, $1) ORDER BY provider_id, provider LIMIT $2`, prefix, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	byProviderID, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Candidate])
+	return byID, byProviderID, err
+}
