@@ -73,18 +73,26 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 				caNote = devca.CertPath(caDir)
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			url, err := a.databaseURL(ctx)
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
+			if err := bmdb.CheckSchema(url); err != nil {
+				return err
+			}
+			// Its own pool: heartbeats commit without waiting for the disk.
+			pool, err := heartbeat.OpenPool(ctx, url, 0)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
 			log := a.logger()
 			srv := heartbeat.New(heartbeat.Config{
-				Pool: conn.Pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
+				Pool: pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
 				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate),
 			})
 			log.Info("heartbeat endpoint listening", "url", "https://"+ln.Addr().String(), "agents_ca", caNote, "interval", interval)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,17 +42,59 @@ func TestServerFlagsRefused(t *testing.T) {
 	}
 }
 
-// TestServerServesHeartbeats runs `bmctl server --dev-ca-dir` in process and
-// heart-beats to it with the CA it created.
+// TestServerServesHeartbeats runs `bmctl server` in process, with a
+// development CA and with certificate files, and heart-beats to it.
 func TestServerServesHeartbeats(t *testing.T) {
+	t.Run("dev CA", func(t *testing.T) {
+		caDir := filepath.Join(t.TempDir(), "ca")
+		serveAndBeat(t, []string{"--dev-ca-dir", caDir}, func() []byte {
+			pem, err := os.ReadFile(devca.CertPath(caDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pem
+		}, "agents_ca="+devca.CertPath(caDir))
+	})
+	t.Run("certificate files", func(t *testing.T) {
+		// The operator's own CA; here one made with devca, then written out
+		// as the PEM files an operator would have.
+		dir := t.TempDir()
+		ca, err := devca.Ensure(filepath.Join(dir, "ca"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var chain []byte
+		for _, der := range cert.Certificate {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+		if err := os.WriteFile(certFile, chain, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		serveAndBeat(t, []string{"--tls-cert", certFile, "--tls-key", keyFile}, func() []byte { return ca.CertPEM }, "url=")
+	})
+}
+
+func serveAndBeat(t *testing.T, tlsArgs []string, caPEM func() []byte, wantLog string) {
 	url := pgtest.URL(t)
-	caDir := filepath.Join(t.TempDir(), "ca")
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var stderr lockedBuffer
 	exited := make(chan int, 1)
+	args := append([]string{"server", "--db", url, "--listen", "127.0.0.1:0", "--heartbeat-interval", "3s"}, tlsArgs...)
 	go func() {
-		exited <- run(ctx, []string{"server", "--db", url, "--listen", "127.0.0.1:0", "--dev-ca-dir", caDir, "--heartbeat-interval", "3s"},
-			streams{In: strings.NewReader(""), Out: &stderr, Err: &stderr})
+		exited <- run(ctx, args, streams{In: strings.NewReader(""), Out: &stderr, Err: &stderr})
 	}()
 	listening := regexp.MustCompile(`url=(https://127\.0\.0\.1:\d+)`)
 	deadline := time.Now().Add(time.Minute)
@@ -61,8 +105,8 @@ func TestServerServesHeartbeats(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	endpoint := listening.FindStringSubmatch(stderr.String())[1]
-	if !strings.Contains(stderr.String(), "agents_ca="+devca.CertPath(caDir)) {
-		t.Errorf("server does not say which CA to give the shepherd:\n%s", stderr.String())
+	if !strings.Contains(stderr.String(), wantLog) {
+		t.Errorf("server log lacks %q:\n%s", wantLog, stderr.String())
 	}
 
 	conn, err := bmdb.Open(ctx, url)
@@ -78,11 +122,7 @@ func TestServerServesHeartbeats(t *testing.T) {
 	if err := bmdb.SetAgentStarted(ctx, conn.Pool, id, pub); err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(devca.CertPath(caDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := heartbeat.NewClient(endpoint, caPEM, key, id.String())
+	c, err := heartbeat.NewClient(endpoint, caPEM(), key, id.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +130,10 @@ func TestServerServesHeartbeats(t *testing.T) {
 	resp, err := c.Send(ctx, heartbeat.Request{MachineID: id.String()})
 	if err != nil || resp.IntervalMillis != 3000 {
 		t.Fatalf("heartbeat: %+v, %v; want accepted with the 3s interval", resp, err)
+	}
+	var n int
+	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM machine_agent_heartbeat WHERE machine_id = $1`, id).Scan(&n); err != nil || n != 1 {
+		t.Errorf("heartbeat rows: %d (%v), want 1", n, err)
 	}
 	cancel()
 	if code := <-exited; code != 0 {
