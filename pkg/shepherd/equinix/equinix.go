@@ -157,38 +157,60 @@ func (p *Provider) do(ctx context.Context, c call, fn func(*packngo.Client) erro
 // base path (/metal/v1/...), and packngo resolves them against its base URL,
 // doubling it (see internal/metalemu's tests).
 type pageMeta struct {
-	CurrentPage int `json:"current_page"`
-	LastPage    int `json:"last_page"`
+	Total    int `json:"total"`
+	LastPage int `json:"last_page"`
 }
 
 // maxPages bounds a listing against an API that never says it is done.
 const maxPages = 10000
 
-// listPages fetches every page of a project list endpoint; get decodes one
-// page into its own root and returns the page's metadata.
-func (p *Provider) listPages(ctx context.Context, op, endpoint string, query url.Values, get func(c *packngo.Client, path string) (pageMeta, error)) error {
-	for page := 1; page <= maxPages; page++ {
-		q := url.Values{}
-		for k, v := range query {
-			q[k] = v
-		}
-		q.Set("page", strconv.Itoa(page))
-		q.Set("per_page", strconv.Itoa(p.cfg.PageSize))
-		path := endpoint + "?" + q.Encode()
-		var meta pageMeta
-		err := p.do(ctx, call{op: op, api: "GET /" + path}, func(c *packngo.Client) error {
-			var err error
-			meta, err = get(c, path)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if meta.LastPage <= page {
-			return nil
+// listTries bounds how often a listing restarts because the list changed
+// while it was paged (a device created or deleted shifts the pages, and a
+// device missed that way would look like a discrepancy to the shepherd).
+const listTries = 3
+
+// listPages fetches every page of a project list endpoint. get decodes one
+// page, keeps its items and returns the page's metadata and item count;
+// reset drops what get kept, when the listing starts again.
+func (p *Provider) listPages(ctx context.Context, op, endpoint string, query url.Values,
+	reset func(), get func(c *packngo.Client, path string) (pageMeta, int, error)) error {
+	for try := 1; try <= listTries; try++ {
+		reset()
+		seen, firstTotal := 0, 0
+		for page := 1; ; page++ {
+			if page > maxPages {
+				return fmt.Errorf("equinix: %s: more than %d pages", op, maxPages)
+			}
+			q := url.Values{}
+			for k, v := range query {
+				q[k] = v
+			}
+			q.Set("page", strconv.Itoa(page))
+			q.Set("per_page", strconv.Itoa(p.cfg.PageSize))
+			path := endpoint + "?" + q.Encode()
+			var meta pageMeta
+			var n int
+			err := p.do(ctx, call{op: op, api: "GET /" + path}, func(c *packngo.Client) error {
+				var err error
+				meta, n, err = get(c, path)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			seen += n
+			if page == 1 {
+				firstTotal = meta.Total
+			}
+			if meta.LastPage <= page {
+				if seen == meta.Total && firstTotal == meta.Total {
+					return nil
+				}
+				break // the list changed under us: page it again
+			}
 		}
 	}
-	return fmt.Errorf("equinix: %s: more than %d pages", op, maxPages)
+	return fmt.Errorf("equinix: %s: the list changed while being paged, %d times in a row", op, listTries)
 }
 
 // devices lists the project's devices whose hostname has our prefix.
@@ -196,8 +218,8 @@ func (p *Provider) devices(ctx context.Context) ([]packngo.Device, error) {
 	var all []packngo.Device
 	endpoint := "projects/" + p.cfg.ProjectID + "/devices"
 	q := url.Values{"hostname": {p.cfg.HostnamePrefix}, "include": {"facility"}}
-	err := p.listPages(ctx, "list devices of project "+p.cfg.ProjectID, endpoint, q,
-		func(c *packngo.Client, path string) (pageMeta, error) {
+	err := p.listPages(ctx, "list devices of project "+p.cfg.ProjectID, endpoint, q, func() { all = nil },
+		func(c *packngo.Client, path string) (pageMeta, int, error) {
 			var root struct {
 				Devices []packngo.Device `json:"devices"`
 				Meta    pageMeta         `json:"meta"`
@@ -209,7 +231,7 @@ func (p *Provider) devices(ctx context.Context) ([]packngo.Device, error) {
 					all = append(all, d)
 				}
 			}
-			return root.Meta, err
+			return root.Meta, len(root.Devices), err
 		})
 	return all, err
 }
@@ -351,8 +373,8 @@ func (p *Provider) FreeReservations(ctx context.Context) ([]Reservation, error) 
 	var free []Reservation
 	endpoint := "projects/" + p.cfg.ProjectID + "/hardware-reservations"
 	err := p.listPages(ctx, "list hardware reservations of project "+p.cfg.ProjectID, endpoint,
-		url.Values{"provisionable": {"only"}},
-		func(c *packngo.Client, path string) (pageMeta, error) {
+		url.Values{"provisionable": {"only"}}, func() { free = nil },
+		func(c *packngo.Client, path string) (pageMeta, int, error) {
 			var root struct {
 				Reservations []packngo.HardwareReservation `json:"hardware_reservations"`
 				Meta         pageMeta                      `json:"meta"`
@@ -374,7 +396,7 @@ func (p *Provider) FreeReservations(ctx context.Context) ([]Reservation, error) 
 				}
 				free = append(free, r)
 			}
-			return root.Meta, err
+			return root.Meta, len(root.Reservations), err
 		})
 	return free, err
 }

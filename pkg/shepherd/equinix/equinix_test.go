@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +210,50 @@ func TestListMachinesPages(t *testing.T) {
 	}
 	if n := count(w.emu.Requests(), "GET /metal/v1/projects/"+w.project+"/devices?"); n != 5 {
 		t.Errorf("made %d list calls, want 5 pages of 5", n)
+	}
+}
+
+// A device deleted while the list is paged shifts the pages; the listing
+// notices and starts again rather than miss a device.
+func TestListMachinesRestartsWhenTheListShifts(t *testing.T) {
+	val, err := metalemu.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := metalemu.New(token)
+	project := emu.AddProject("fleet")
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, emu.AddDevice(project, fmt.Sprintf("bmctl-%02d", i), metalemu.Network{}))
+	}
+	h := val.Wrap(emu.Handler())
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("page") == "2" {
+			once.Do(func() { emu.RemoveDevice(ids[0]) })
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := equinix.DefaultConfig()
+	c.Token, c.ProjectID, c.APIURL, c.PageSize = token, project, srv.URL+metalemu.BasePath, 5
+	p, err := equinix.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := p.ListMachines(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.ID)
+	}
+	if !slices.Equal(got, ids[1:]) {
+		t.Errorf("listed %v\nwant the 11 left %v", got, ids[1:])
+	}
+	if vs, _ := val.Violations(); len(vs) > 0 {
+		t.Errorf("OpenAPI: %v", vs)
 	}
 }
 
