@@ -463,6 +463,34 @@ func TestServerErrors(t *testing.T) {
 	}
 }
 
+// A call that gets no answer ends at CallTimeout with the reason.
+func TestCallTimeout(t *testing.T) {
+	w := newWorld(t)
+	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	release := make(chan struct{})
+	defer close(release)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hang.Close()
+	p := w.provider(t, func(c *equinix.Config) {
+		c.APIURL = hang.URL + metalemu.BasePath
+		c.CallTimeout = 50 * time.Millisecond
+	})
+	_, err := p.GetMachine(context.Background(), id)
+	want := "equinix: get device " + id + ": GET /devices/" + id + ": context deadline exceeded; no answer within 50ms"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+	// The same call against the answering API, so the world has an exchange to check.
+	if _, err := w.provider(t).GetMachine(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestVanishedDevice(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)

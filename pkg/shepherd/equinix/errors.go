@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -69,8 +70,13 @@ func (p *Provider) wrap(c call, err error) error {
 	e := &APIError{Op: c.op, Call: c.api, err: err}
 	var er *packngo.ErrorResponse
 	if !errors.As(err, &er) || er.Response == nil {
+		// The call is named already; of net/http's "Get <url>: ..." keep the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			e.err = ue.Err
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			e.Hint = "the call did not finish in time"
+			e.Hint = fmt.Sprintf("no answer within %v", p.cfg.CallTimeout)
 		}
 		return e
 	}
