@@ -3,7 +3,9 @@ package tui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,13 +47,42 @@ func (s FleetSource) list(q Query) (fleet.ListOptions, error) {
 		Thresholds: s.Thresholds,
 	}
 	if q.State != "" {
-		st, err := fleet.ParseState(q.State)
+		st, err := resolveState(q.State)
 		if err != nil {
 			return o, err
 		}
 		o.States = []fleet.State{st}
 	}
 	return o, nil
+}
+
+// resolveState accepts a state's name or any part of it that names only one
+// ("stale" is heartbeat_stale), as operators type in a filter.
+func resolveState(v string) (fleet.State, error) {
+	if st, err := fleet.ParseState(v); err == nil {
+		return st, nil
+	}
+	var match []fleet.State
+	for _, st := range fleet.States {
+		if strings.Contains(normal(string(st)), normal(v)) {
+			match = append(match, st)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	names := make([]string, len(fleet.States))
+	for i, st := range fleet.States {
+		names[i] = string(st)
+	}
+	if len(match) > 1 {
+		names = names[:0]
+		for _, st := range match {
+			names = append(names, string(st))
+		}
+		return "", fmt.Errorf("state %q is ambiguous: %s", v, strings.Join(names, ", "))
+	}
+	return "", fmt.Errorf("unknown state %q (want one of %s)", v, strings.Join(names, ", "))
 }
 
 // Page implements Source.

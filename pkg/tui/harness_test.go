@@ -144,7 +144,7 @@ func (s *screen) waitIdle(what string, ok func(frame string, m Model) bool) (str
 // their sequences.
 func (s *screen) press(keys ...string) {
 	s.t.Helper()
-	seq := map[string]string{"enter": "\r", "esc": "\x1b", "backspace": "\x7f", "down": "\x1b[B", "up": "\x1b[A"}
+	seq := map[string]string{"enter": "\r", "esc": "\x1b", "backspace": "\x7f", "down": "\x1b[B", "up": "\x1b[A", "ctrl+u": "\x15"}
 	for _, k := range keys {
 		b, ok := seq[k]
 		if !ok {

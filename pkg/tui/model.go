@@ -710,8 +710,8 @@ func (m Model) onPromptKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 }
 
 // applyFilter parses "/" syntax: state:NAME and process:NAME (or proc:)
-// terms, the rest is text. A state name may be any unique part of a state
-// seen in the summary.
+// terms, the rest is text. The Source resolves state names (any unique part
+// of one will do).
 func (m *Model) applyFilter(f string) {
 	var text []string
 	m.query.State, m.query.Process = "", ""
@@ -720,11 +720,7 @@ func (m *Model) applyFilter(f string) {
 		name, value, ok := strings.Cut(w, ":")
 		switch {
 		case ok && strings.EqualFold(name, "state"):
-			st, err := m.resolveState(value)
-			if err != nil {
-				problems = append(problems, err.Error())
-			}
-			m.query.State = st
+			m.query.State = value
 		case ok && (strings.EqualFold(name, "process") || strings.EqualFold(name, "proc")):
 			p, err := bmdb.ParseProcess(value)
 			if err != nil {
@@ -743,25 +739,6 @@ func (m *Model) applyFilter(f string) {
 	} else if m.messageStyle {
 		m.message = ""
 	}
-}
-
-func (m *Model) resolveState(v string) (string, error) {
-	var match []string
-	for _, c := range m.page.Summary.States {
-		if normal(c.Name) == normal(v) {
-			return c.Name, nil
-		}
-		if strings.Contains(normal(c.Name), normal(v)) {
-			match = append(match, c.Name)
-		}
-	}
-	switch len(match) {
-	case 1:
-		return match[0], nil
-	case 0:
-		return v, nil // let the query decide; it matches nothing if unknown
-	}
-	return v, fmt.Errorf("state %q is ambiguous: %s", v, strings.Join(match, ", "))
 }
 
 func shortID(id uuid.UUID) string { return id.String()[:8] }

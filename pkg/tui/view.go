@@ -66,7 +66,7 @@ func (m Model) statusIndicator() string {
 		parts = append(parts, styled(styleDim, "○ connecting"))
 	}
 	if m.lastErr != "" {
-		parts = append(parts, styled(styleError, "✗ query failed: "+oneLine(m.lastErr)))
+		parts = append(parts, styled(styleError, "✗ query failed"))
 	}
 	if m.updatedAt.IsZero() {
 		parts = append(parts, "loading…")
@@ -86,7 +86,10 @@ func (m Model) summaryLines() []string {
 	if s.Machines == 1 {
 		noun = " machine"
 	}
-	items := []string{styled(styleTitle, fmt.Sprint(s.Machines)) + noun, "│"}
+	items := []string{styled(styleTitle, fmt.Sprint(s.Machines)) + noun}
+	if len(s.States) > 0 {
+		items = append(items, "│")
+	}
 	for i, c := range s.States {
 		items = append(items, fmt.Sprint(c.N)+" "+styled(stateStyle(c.Name), c.Name)+comma(i, len(s.States)))
 	}
@@ -307,6 +310,13 @@ func (m Model) statusLine() string {
 		return styled(stylePrompt, "jump to machine: ") + m.input + "█  " + styled(styleDim, "UUID, prefix or provider id · enter jumps · esc cancels")
 	case promptConfirm:
 		return styled(styleWarn, m.confirmText)
+	}
+	if m.lastErr != "" {
+		shown := ""
+		if !m.updatedAt.IsZero() {
+			shown = " (showing data from " + m.updatedAt.In(m.opt.Location).Format("15:04:05") + ")"
+		}
+		return styled(styleError, "✗ "+oneLine(m.lastErr)+shown)
 	}
 	if m.message != "" {
 		if m.messageStyle {
