@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -328,6 +330,15 @@ type WatchDetail struct {
 	MachineDetail
 	Sessions        map[uuid.UUID]SessionInfo
 	RecoveryRequest *RecoveryRequest
+	// SSHHostKey is the host key the shepherd pinned (migration 0006).
+	SSHHostKey *SSHHostKeyTag
+}
+
+// SSHHostKeyTag is a pinned SSH host key: its SHA256 fingerprint, as ssh-keygen
+// -l shows it, and when it was pinned.
+type SSHHostKeyTag struct {
+	Fingerprint string
+	PinnedAt    time.Time
 }
 
 // RecoveryRequest is an operator's request that Recovery act on a machine now.
@@ -362,6 +373,17 @@ func GetWatchDetail(ctx context.Context, db DB, id uuid.UUID, o DetailOptions) (
 			d.Sessions[s.ID] = s
 			return nil
 		}); err != nil {
+			return err
+		}
+		var key []byte
+		var pinned time.Time
+		err = tx.QueryRow(ctx, `SELECT ssh_host_key, ssh_host_key_pinned_at FROM machine_ssh_host_key WHERE machine_id = $1`, id).
+			Scan(&key, &pinned)
+		switch {
+		case err == nil:
+			sum := sha256.Sum256(key)
+			d.SSHHostKey = &SSHHostKeyTag{Fingerprint: "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:]), PinnedAt: pinned}
+		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
 		var r RecoveryRequest

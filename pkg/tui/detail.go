@@ -70,6 +70,11 @@ func (m Model) detailContent() []string {
 	} else {
 		field("hardware", "reported "+at(d.HardwareAt))
 	}
+	if d.SSHHostKey == "" {
+		field("ssh host", "no key pinned")
+	} else {
+		field("ssh host", "key "+d.SSHHostKey+" pinned "+at(d.SSHHostKeyPinned))
+	}
 	if !d.RecoveryRequested.IsZero() {
 		field("recovery", "requested "+at(d.RecoveryRequested)+" by "+dash(d.RecoveryRequester))
 	}

@@ -121,6 +121,8 @@ func seedGolden(t *testing.T, pool *pgxpool.Pool) {
 	}
 	exec(`INSERT INTO machine_hardware_report (machine_id, hardware_report, hardware_reported_at) VALUES ($1, '{"cpus": 64}', $2)`,
 		idRecovering, ago(9*24*time.Hour-time.Minute))
+	exec(`INSERT INTO machine_ssh_host_key (machine_id, ssh_host_key, ssh_host_key_pinned_at) VALUES ($1, $2, $3)`,
+		idRecovering, []byte("\x00\x00\x00\x0bssh-ed25519 golden host key"), ago(9*24*time.Hour))
 	exec(`INSERT INTO sessions (session_id, session_component, session_host, session_pid, session_version, session_created_at, session_interval_seconds, session_deadline)
 		VALUES ($1, 'shepherd-agentstart', 'shep-1', 4101, 'v0.3.0', $2, 10, $3),
 		       ($4, 'shepherd-recovery', 'shep-2', 4202, 'v0.3.0', $2, 10, $3)`,

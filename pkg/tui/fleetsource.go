@@ -38,13 +38,14 @@ var columnSorts = [numColumns]fleet.Sort{
 
 func (s FleetSource) list(q Query) (fleet.ListOptions, error) {
 	o := fleet.ListOptions{
-		Match:      q.Text,
-		Process:    bmdb.Process(q.Process),
-		Sort:       columnSorts[q.Sort],
-		Descending: q.Desc,
-		Limit:      q.Limit,
-		Offset:     q.Offset,
-		Thresholds: s.Thresholds,
+		Match:       q.Text,
+		MatchInvert: q.Invert && q.Text != "",
+		Process:     bmdb.Process(q.Process),
+		Sort:        columnSorts[q.Sort],
+		Descending:  q.Desc,
+		Limit:       q.Limit,
+		Offset:      q.Offset,
+		Thresholds:  s.Thresholds,
 	}
 	if q.State != "" {
 		st, err := resolveState(q.State)
@@ -172,6 +173,9 @@ func (s FleetSource) Detail(ctx context.Context, id uuid.UUID) (Detail, error) {
 	}
 	if t := d.Tags.HardwareReport; t != nil {
 		out.HardwareAt = t.At
+	}
+	if k := d.SSHHostKey; k != nil {
+		out.SSHHostKey, out.SSHHostKeyPinned = k.Fingerprint, k.PinnedAt
 	}
 	if r := d.RecoveryRequest; r != nil {
 		out.RecoveryRequested, out.RecoveryRequester = r.At, r.By

@@ -710,7 +710,7 @@ func (m Model) onPromptKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 }
 
 // applyFilter parses "/" syntax: state:NAME and process:NAME (or proc:)
-// terms, the rest is text. The Source resolves state names (any unique part
+// terms, the rest is text (!text inverts it). The Source resolves state names (any unique part
 // of one will do).
 func (m *Model) applyFilter(f string) {
 	var text []string
@@ -733,6 +733,9 @@ func (m *Model) applyFilter(f string) {
 		}
 	}
 	m.query.Text = strings.Join(text, " ")
+	// k9s grammar: a leading ! keeps what the text does not match.
+	m.query.Invert = strings.HasPrefix(m.query.Text, "!")
+	m.query.Text = strings.TrimPrefix(m.query.Text, "!")
 	m.cursor, m.top = 0, 0
 	if len(problems) > 0 {
 		m.setError(strings.Join(problems, "; "))

@@ -62,6 +62,7 @@ func (c Column) String() string {
 // machines with work or a backoff of one process.
 type Query struct {
 	Text    string
+	Invert  bool // keep the machines Text does not match
 	State   string
 	Process string
 	Sort    Column
@@ -127,6 +128,8 @@ type Detail struct {
 	AgentStartedAt    time.Time
 	AgentKey          string // fingerprint of the agent's public key
 	HardwareAt        time.Time
+	SSHHostKey        string // fingerprint of the pinned SSH host key
+	SSHHostKeyPinned  time.Time
 	RecoveryRequested time.Time
 	RecoveryRequester string
 	Work              []WorkItem

@@ -110,6 +110,18 @@ func TestFilter(t *testing.T) {
 			t.Errorf("text filter sjc shows %q", r)
 		}
 	}
+	// !text keeps the machines the text does not match.
+	s.press("enter", "/", "ctrl+u", "!sjc", "enter")
+	frame, _ = s.waitIdle("the machines outside sjc1", loaded(6))
+	for _, r := range rowsOf(frame) {
+		if strings.Contains(r, "sjc1") {
+			t.Errorf("filter !sjc shows %q", r)
+		}
+	}
+	s.press("/", "ctrl+u", "process:agentstart", "enter")
+	s.waitIdle("AgentStart's machines again", loaded(2))
+	s.press("/", "ctrl+u", "sjc")
+	s.waitIdle("the machines in sjc1 again", loaded(3))
 	// esc while typing restores the filter from before the prompt.
 	s.press("esc")
 	_, m = s.waitIdle("the previous filter back", loaded(2))

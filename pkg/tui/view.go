@@ -353,7 +353,8 @@ func (m Model) helpLines() []string {
 	lines := []string{m.titleLine(styled(styleTitle, "bmctl machines watch · keys")), ""}
 	lines = append(lines, strings.Split(m.help.FullHelpView(m.keys.full()), "\n")...)
 	lines = append(lines, "",
-		"Filter: words match any column; state:NAME keeps one state (any unique part of its name),",
+		"Filter: text matches machine id, provider id, address, location and work step (!text: the others);",
+		"state:NAME keeps one state (any unique part of its name);",
 		"process:NAME keeps machines with work or a backoff of that process (AgentStart, Recovery, Access).",
 		"Columns: 1 MACHINE 2 PROVIDER 3 LOCATION 4 ADDRESS 5 STATE 6 WORK 7 BACKOFF 8 HEARTBEAT.",
 		"Updates arrive through LISTEN/NOTIFY; a periodic refresh every "+shortDuration(m.opt.Refresh)+" catches ages.",
