@@ -39,7 +39,7 @@ type AmbiguousError struct {
 	More       bool        // more matched than are listed
 }
 
-const maxCandidates = 10
+const maxCandidates = 5
 
 func (e *AmbiguousError) Error() string {
 	names := make([]string, len(e.Candidates))
@@ -48,7 +48,7 @@ func (e *AmbiguousError) Error() string {
 	}
 	more := ""
 	if e.More {
-		more = ", ..."
+		more = " and more"
 	}
 	return fmt.Sprintf("machine %q is ambiguous, it matches %s%s; give more of the UUID", e.Ref, strings.Join(names, ", "), more)
 }
