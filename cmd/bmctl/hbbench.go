@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,6 +65,7 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 				return err
 			}
 			opt.CADir = filepath.Join(dir, "ca")
+			opt.DatabaseCPU = func() time.Duration { return clusterCPU(cluster) }
 			opt.Logger = a.logger()
 			res, err := hbbench.Run(ctx, opt)
 			if err != nil {
@@ -76,6 +80,14 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			fmt.Fprintf(a.Out, "heartbeats:    %d accepted, %d failed in %s\n", res.Accepted, res.Failed, res.Elapsed.Round(time.Millisecond))
 			fmt.Fprintf(a.Out, "throughput:    %.0f heartbeats/s\n", res.PerSecond)
 			fmt.Fprintf(a.Out, "latency:       p50 %s  p90 %s  p99 %s  max %s\n", ms(res.P50), ms(res.P90), ms(res.P99), ms(res.Max))
+			if res.Accepted > 0 {
+				per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(res.Accepted) }
+				fmt.Fprintf(a.Out, "cpu:           %.0fµs per heartbeat: %.0fµs agents and server (this process), %.0fµs database\n",
+					per(res.CPU+res.DatabaseCPU), per(res.CPU), per(res.DatabaseCPU))
+			}
+			if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+				fmt.Fprintf(a.Out, "load average:  %s (on %d CPUs)\n", strings.Join(strings.Fields(string(load))[:3], " "), runtime.NumCPU())
+			}
 			if res.FirstError != "" {
 				fmt.Fprintf(a.Out, "first failure: %s\n", res.FirstError)
 			}
@@ -93,3 +105,30 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+// clusterCPU is the CPU time the cluster's postmaster and its backends have
+// used, read from /proc (Linux); 0 where that is not possible.
+func clusterCPU(c *localpg.Cluster) time.Duration {
+	pidText, err := os.ReadFile(filepath.Join(c.DataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	postmaster := strings.SplitN(string(pidText), "\n", 2)[0]
+	entries, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime(14) stime(15); comm may hold spaces.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 13 || (e.Name() != postmaster && f[1] != postmaster) {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
+}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -44,6 +45,9 @@ type Options struct {
 	// PoolSize is the endpoint's database connections (0: bmdb's default).
 	PoolSize int
 	Logger   *slog.Logger
+	// DatabaseCPU, if set, reads the CPU time the database's processes have
+	// used so far, to charge the measured phase with it.
+	DatabaseCPU func() time.Duration
 }
 
 // Result is what a run measured.
@@ -59,6 +63,11 @@ type Result struct {
 	PerSecond          float64
 	P50, P90, P99, Max time.Duration
 	FirstError         string
+	// CPU is what this process (agents and server together; the database
+	// is apart) spent in the measured phase: on a shared machine it says
+	// more about cost than the rate does.
+	CPU         time.Duration
+	DatabaseCPU time.Duration
 }
 
 type simAgent struct {
@@ -146,6 +155,7 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	var failed atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
+	cpu0, db0 := cpuTime(), dbCPU(opt)
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -176,6 +186,7 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.CPU, res.DatabaseCPU = cpuTime()-cpu0, dbCPU(opt)-db0
 	var all []time.Duration
 	for _, a := range agents {
 		all = append(all, a.lat...)
@@ -189,6 +200,21 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
 	}
 	return res, nil
+}
+
+func dbCPU(opt Options) time.Duration {
+	if opt.DatabaseCPU == nil {
+		return 0
+	}
+	return opt.DatabaseCPU()
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
