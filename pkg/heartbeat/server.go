@@ -357,6 +357,9 @@ func newKeyLimiter(r rate.Limit, burst int) *keyLimiter {
 }
 
 func (k *keyLimiter) allow(key ed25519.PublicKey) bool {
+	if k.rate == rate.Inf {
+		return true
+	}
 	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
