@@ -77,15 +77,17 @@ func OpenPool(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, e
 
 // Server is the heartbeat endpoint.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	batch   *batcher
-	reg     *prometheus.Registry
-	limits  *keyLimiter
-	total   *rate.Limiter
-	results *prometheus.CounterVec
-	latency prometheus.Histogram
-	reports prometheus.Counter
+	cfg   Config
+	log   *slog.Logger
+	batch *batcher
+	// dbErrLog paces the log of database failures.
+	dbErrLog rate.Sometimes
+	reg      *prometheus.Registry
+	limits   *keyLimiter
+	total    *rate.Limiter
+	results  *prometheus.CounterVec
+	latency  prometheus.Histogram
+	reports  prometheus.Counter
 }
 
 // Defaults of Config.
@@ -113,11 +115,12 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		reg:    prometheus.NewRegistry(),
-		limits: newKeyLimiter(cfg.AgentRate, cfg.AgentBurst),
-		batch:  newBatcher(cfg.Pool),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		reg:      prometheus.NewRegistry(),
+		limits:   newKeyLimiter(cfg.AgentRate, cfg.AgentBurst),
+		batch:    newBatcher(cfg.Pool),
+		dbErrLog: rate.Sometimes{First: 1, Interval: time.Second},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bmctl_heartbeat_requests_total",
 			Help: "Heartbeat requests by result.",
@@ -272,7 +275,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return // the agent hung up; nobody to answer
 		}
-		s.log.Warn("recording heartbeat failed", "machine", machine, "cause", err)
+		// Once a second at most: a database outage fails every agent's
+		// heartbeat, and the metric counts them all.
+		s.dbErrLog.Do(func() { s.log.Warn("recording heartbeats failed", "machine", machine, "cause", err) })
 		w.Header().Set("Retry-After", "1")
 		s.refuse(w, http.StatusServiceUnavailable, "db_error", msgDB)
 		return

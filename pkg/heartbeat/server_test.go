@@ -332,3 +332,28 @@ func TestNonEd25519CertificateRefused(t *testing.T) {
 		t.Errorf("%d heartbeat rows after a refusal, want 0", n)
 	}
 }
+
+// TestDatabaseDown: without its database the endpoint answers 503 with
+// Retry-After (agents retry) and /healthz says so.
+func TestDatabaseDown(t *testing.T) {
+	e := startEndpoint(t, heartbeat.Config{})
+	id, key := e.machine(t)
+	c := e.client(t, key)
+	e.conn.Pool.Close()
+	_, err := c.Send(context.Background(), heartbeat.Request{MachineID: id.String()})
+	var se *heartbeat.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
+		t.Errorf("heartbeat without a database: %v, want 503", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(e.ca)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := hc.Get(e.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/healthz without a database: %d, want 503", resp.StatusCode)
+	}
+}
