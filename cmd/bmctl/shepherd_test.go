@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,5 +168,67 @@ func TestShepherdRunStartsAgentsServesMetricsAndStopsCleanly(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, stderr.String())
 		}
+	}
+}
+
+// TestShepherdRunExitsZeroOnSIGTERM builds bmctl, runs `bmctl shepherd run`
+// as its own process, sends SIGTERM while it holds a machine, and checks it
+// exits 0 having canceled the work and closed its sessions.
+func TestShepherdRunExitsZeroOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "bmctl")
+	build := exec.Command("go", "build", "-o", exe, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building bmctl: %v\n%s", err, out)
+	}
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	conn, err := bmdb.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	keyPath := filepath.Join(dir, "shepherd_ed25519")
+	signer, _, err := shepherd.LoadOrCreateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	execs := make(chan struct{}, 1)
+	m, err := sshsim.New(sshsim.Config{
+		AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
+		OnExec: func(ctx context.Context, _ string, _ io.Reader, _, _ io.Writer) int {
+			execs <- struct{}{}
+			<-ctx.Done()
+			return 255
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	id, err := bmdb.AddProvidedMachine(ctx, conn.Pool, bmdb.ProvidedMachine{Provider: "sim", ProviderID: "m1", Address: m.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr shepherdLog
+	cmd := exec.Command(exe, "shepherd", "run", "--db", url, "--ssh-key", keyPath, "--agent-binary", exe,
+		"--agent-endpoint", "https://127.0.0.1:8443", "--agent-exec-timeout", "1h")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	<-execs // it holds the machine, waiting for the agent
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("bmctl shepherd run after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+	}
+	var left, canceled int
+	_ = conn.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM work) + (SELECT count(*) FROM sessions)`).Scan(&left)
+	_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work_history WHERE machine_id = $1 AND event = 'Canceled' AND cause = 'shepherd shutting down'`, id).Scan(&canceled)
+	if left != 0 || canceled != 1 {
+		t.Errorf("after SIGTERM: %d work or session rows left, %d canceled work items; want 0 and 1; stderr:\n%s", left, canceled, stderr.String())
 	}
 }

@@ -132,9 +132,13 @@ func (r *runner) worker(ctx context.Context, id int) {
 	process := string(r.loop.Process())
 	retry := time.Second
 	for ctx.Err() == nil {
-		sess, err := r.conn.StartSession(ctx, bmdb.SessionConfig{
+		// Not canceled by shutdown: an INSERT interrupted by a cancel may
+		// still commit, leaving a session nobody closes.
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+		sess, err := r.conn.StartSession(sctx, bmdb.SessionConfig{
 			Component: r.component(), Interval: r.sessionInterval, Version: r.version, Logger: log,
 		})
+		scancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("starting BMDB session failed; retrying", "err", err, "retry_in", retry)
@@ -150,7 +154,7 @@ func (r *runner) worker(ctx context.Context, id int) {
 		r.inSession(ctx, sess, log.With("session", sess.ID()))
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
 		if err := sess.Close(cctx); err != nil {
-			log.Debug("closing session failed; it will expire", "session", sess.ID(), "err", err)
+			log.Warn("closing session failed; it will expire", "session", sess.ID(), "err", err)
 		}
 		cancel()
 		r.metrics.Sessions.WithLabelValues(process).Dec()
