@@ -178,14 +178,18 @@ func takeover(t *testing.T, e *endpoint, machine uuid.UUID, opts agent.Options) 
 func fakeRoot(t *testing.T) string {
 	root := t.TempDir()
 	files := map[string]string{
-		"proc/cpuinfo":                    "processor\t: 0\nmodel name\t: Test EPYC 9654\n\nprocessor\t: 1\nmodel name\t: Test EPYC 9654\n",
-		"proc/meminfo":                    "MemTotal:       16384000 kB\nMemFree:         1000 kB\n",
-		"sys/block/nvme0n1/size":          "1953525168\n",
-		"sys/block/nvme0n1/device/model":  "Test NVMe 1TB   \n",
-		"sys/block/loop0/size":            "2048\n",
-		"sys/class/net/lo/address":        "00:00:00:00:00:00\n",
-		"sys/class/net/eno1/address":      "0c:c4:7a:00:00:01\n",
-		"sys/class/net/enp65s0f0/address": "b8:59:9f:00:00:02\n",
+		"proc/cpuinfo":                          "processor\t: 0\nmodel name\t: Test EPYC 9654\n\nprocessor\t: 1\nmodel name\t: Test EPYC 9654\n",
+		"proc/meminfo":                          "MemTotal:       16384000 kB\nMemFree:         1000 kB\n",
+		"sys/block/nvme0n1/size":                "1953525168\n",
+		"sys/block/nvme0n1/device/model":        "Test NVMe 1TB   \n",
+		"sys/block/loop0/size":                  "2048\n",
+		"sys/class/net/lo/address":              "00:00:00:00:00:00\n",
+		"sys/class/net/docker0/address":         "02:42:ac:11:00:01\n", // a bridge: no device
+		"sys/class/net/eno1/address":            "0c:c4:7a:00:00:01\n",
+		"sys/class/net/eno1/device/vendor":      "0x8086\n",
+		"sys/class/net/enp65s0f0/address":       "b8:59:9f:00:00:02\n",
+		"sys/class/net/enp65s0f0/device/vendor": "0x15b3\n",
+		"sys/block/dm-0/size":                   "1000000\n",
 	}
 	for name, content := range files {
 		p := filepath.Join(root, name)

@@ -64,8 +64,10 @@ func memTotal(path string) uint64 {
 	return 0
 }
 
-// disks lists whole block devices, leaving out virtual ones (loop, ram,
-// zram, device-mapper, md) that say nothing about the hardware.
+// disks lists whole block devices backed by a device (a disk, NVMe
+// namespace or virtual disk of a VM), leaving out loop, ram, zram,
+// device-mapper and md devices, which have none and say nothing about the
+// hardware.
 func disks(dir string) []heartbeat.Disk {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -74,7 +76,7 @@ func disks(dir string) []heartbeat.Disk {
 	out := []heartbeat.Disk{}
 	for _, e := range entries {
 		name := e.Name()
-		if hasAnyPrefix(name, "loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd") {
+		if !exists(filepath.Join(dir, name, "device")) || hasAnyPrefix(name, "sr", "fd") { // optical and floppy drives
 			continue
 		}
 		sectors := readUint(filepath.Join(dir, name, "size"))
@@ -91,7 +93,8 @@ func disks(dir string) []heartbeat.Disk {
 	return out
 }
 
-// nics lists interfaces with a hardware address, leaving out loopback.
+// nics lists physical interfaces: those backed by a device, leaving out
+// loopback, bridges, bonds, veth and other virtual ones.
 func nics(dir string) []heartbeat.NIC {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -100,7 +103,7 @@ func nics(dir string) []heartbeat.NIC {
 	out := []heartbeat.NIC{}
 	for _, e := range entries {
 		name := e.Name()
-		if name == "lo" {
+		if !exists(filepath.Join(dir, name, "device")) {
 			continue
 		}
 		mac := readString(filepath.Join(dir, name, "address"))
@@ -120,6 +123,11 @@ func hasAnyPrefix(s string, prefixes ...string) bool {
 		}
 	}
 	return false
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func readString(path string) string {
