@@ -110,7 +110,11 @@ func (m Model) detailContent() []string {
 		field("cause", oneLine(b.Cause))
 	}
 
-	section(fmt.Sprintf("History (%d events, newest first)", len(d.History)))
+	events := "events"
+	if len(d.History) == 1 {
+		events = "event"
+	}
+	section(fmt.Sprintf("History (%d %s, newest first)", len(d.History), events))
 	if len(d.History) == 0 {
 		out = append(out, "  none")
 	}
