@@ -1,18 +1,25 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/devca"
 	"github.com/bmctl/bmctl/pkg/heartbeat/hbbench"
 	"github.com/bmctl/bmctl/pkg/localpg"
 )
@@ -21,17 +28,18 @@ func init() { devSubcommands = append(devSubcommands, newHeartbeatBenchCmd) }
 
 func newHeartbeatBenchCmd(a *app) *cobra.Command {
 	var (
-		opt    hbbench.Options
-		fastDB bool
+		opt       hbbench.Options
+		fastDB    bool
+		inProcess bool
 	)
 	cmd := &cobra.Command{
 		Use:   "heartbeat-bench",
 		Short: "Measure the heartbeats per second one heartbeat server sustains, and their latency",
-		Long: `Starts a throwaway PostgreSQL cluster (never the configured BMDB), registers
---agents simulated agents with their own keys, serves the heartbeat endpoint on
-127.0.0.1 and has every agent connect over its own mutual-TLS connection and
-report its hardware, then heart-beat for --duration or --max-heartbeats,
-whichever ends first. With --interval 0 each agent sends its next heartbeat as
+		Long: `Starts a throwaway PostgreSQL cluster (never the configured BMDB) and a
+'bmctl server' process on 127.0.0.1 (--in-process: a server in this process),
+registers --agents simulated agents with their own keys, and has every agent
+connect over its own mutual-TLS connection and report its hardware, then
+heart-beat for --duration or --max-heartbeats, whichever ends first. With --interval 0 each agent sends its next heartbeat as
 soon as the last is answered (the server's capacity); with an interval, the
 fleet offers agents/interval heartbeats per second.
 
@@ -65,8 +73,15 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 				return err
 			}
 			opt.CADir = filepath.Join(dir, "ca")
-			opt.DatabaseCPU = func() time.Duration { return clusterCPU(cluster) }
 			opt.Logger = a.logger()
+			if !inProcess {
+				stop, err := startBenchServer(ctx, &opt)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			opt.Meters = append(opt.Meters, hbbench.Meter{Name: "database", Read: func() time.Duration { return clusterCPU(cluster) }})
 			res, err := hbbench.Run(ctx, opt)
 			if err != nil {
 				return err
@@ -81,9 +96,18 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			fmt.Fprintf(a.Out, "throughput:    %.0f heartbeats/s\n", res.PerSecond)
 			fmt.Fprintf(a.Out, "latency:       p50 %s  p90 %s  p99 %s  max %s\n", ms(res.P50), ms(res.P90), ms(res.P99), ms(res.Max))
 			if res.Accepted > 0 {
-				per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(res.Accepted) }
-				fmt.Fprintf(a.Out, "cpu:           %.0fµs per heartbeat: %.0fµs agents and server (this process), %.0fµs database\n",
-					per(res.CPU+res.DatabaseCPU), per(res.CPU), per(res.DatabaseCPU))
+				var parts []string
+				for _, c := range res.CPU {
+					name := c.Name
+					if name == "bench" {
+						name = "agents"
+						if inProcess {
+							name = "agents+server"
+						}
+					}
+					parts = append(parts, fmt.Sprintf("%s %.0fµs", name, float64(c.Used.Microseconds())/float64(res.Accepted)))
+				}
+				fmt.Fprintf(a.Out, "cpu:           per heartbeat: %s\n", strings.Join(parts, ", "))
 			}
 			if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 				fmt.Fprintf(a.Out, "load average:  %s (on %d CPUs)\n", strings.Join(strings.Fields(string(load))[:3], " "), runtime.NumCPU())
@@ -101,13 +125,105 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 	f.DurationVar(&opt.Interval, "interval", 0, "each agent's heartbeat period (0: closed loop)")
 	f.IntVar(&opt.PoolSize, "pool-size", 0, "the endpoint's database connections (0: default)")
 	f.BoolVar(&fastDB, "fast-db", false, "turn fsync off in the throwaway database")
+	f.BoolVar(&inProcess, "in-process", false, "serve the endpoint in this process instead of a bmctl server process")
 	return cmd
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
 
+// startBenchServer starts `bmctl server` on the bench's database, with its
+// per-agent limit lifted (the bench measures capacity), and points opt at
+// it. stop ends it.
+func startBenchServer(ctx context.Context, opt *hbbench.Options) (stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "server", "--db", opt.DatabaseURL, "--listen", "127.0.0.1:0",
+		"--dev-ca-dir", opt.CADir, "--dev-ca-hosts", "127.0.0.1", "--agent-rate", "1e9")
+	if opt.PoolSize > 0 {
+		cmd.Args[3] += fmt.Sprintf("&pool_max_conns=%d", opt.PoolSize)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	// The server says where it listens in its first log line; what it logs
+	// later goes on to the bench's log.
+	listening := regexp.MustCompile(`url=(https://\S+)`)
+	found := make(chan string, 1)
+	var lines []string
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+			if len(lines) < 20 {
+				lines = append(lines, sc.Text())
+			}
+			opt.Logger.Debug("server: " + sc.Text())
+		}
+		close(found)
+	}()
+	select {
+	case url, ok := <-found:
+		if !ok {
+			stop()
+			return nil, fmt.Errorf("bmctl server exited before listening: %s", strings.Join(lines, "; "))
+		}
+		opt.Endpoint = url
+	case <-time.After(time.Minute):
+		stop()
+		return nil, errors.New("bmctl server did not start listening within a minute")
+	case <-ctx.Done():
+		stop()
+		return nil, ctx.Err()
+	}
+	if opt.EndpointCA, err = os.ReadFile(devca.CertPath(opt.CADir)); err != nil {
+		stop()
+		return nil, err
+	}
+	pid := cmd.Process.Pid
+	opt.Meters = append(opt.Meters, hbbench.Meter{Name: "server", Read: func() time.Duration { return procCPU(strconv.Itoa(pid)) }})
+	return stop, nil
+}
+
+// procCPU is the CPU time process pid has used, from /proc (Linux).
+func procCPU(pid string) time.Duration {
+	f := procStat(pid)
+	if f == nil {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
+
+// procStat is /proc/<pid>/stat after the command name: state, ppid, ...
+func procStat(pid string) []string {
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])) // the name may hold spaces
+	if len(f) < 13 {
+		return nil
+	}
+	return f
+}
+
 // clusterCPU is the CPU time the cluster's postmaster and its backends have
-// used, read from /proc (Linux); 0 where that is not possible.
+// used; 0 where /proc cannot tell.
 func clusterCPU(c *localpg.Cluster) time.Duration {
 	pidText, err := os.ReadFile(filepath.Join(c.DataDir(), "postmaster.pid"))
 	if err != nil {
@@ -115,20 +231,11 @@ func clusterCPU(c *localpg.Cluster) time.Duration {
 	}
 	postmaster := strings.SplitN(string(pidText), "\n", 2)[0]
 	entries, _ := os.ReadDir("/proc")
-	var ticks int64
+	var total time.Duration
 	for _, e := range entries {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
+		if f := procStat(e.Name()); f != nil && (e.Name() == postmaster || f[1] == postmaster) {
+			total += procCPU(e.Name())
 		}
-		// pid (comm) state ppid ... utime(14) stime(15); comm may hold spaces.
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(f) < 13 || (e.Name() != postmaster && f[1] != postmaster) {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
 	}
-	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
+	return total
 }

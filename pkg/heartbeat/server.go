@@ -368,8 +368,9 @@ func (k *keyLimiter) allow(key ed25519.PublicKey) bool {
 	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	refill := time.Duration(float64(k.burst) / float64(k.rate) * float64(time.Second))
-	if now.Sub(k.swept) > refill {
+	// Forgetting a key with a full bucket changes nothing, whenever it
+	// happens; once a minute keeps the sweep off the request path.
+	if now.Sub(k.swept) > time.Minute {
 		for key, l := range k.keys {
 			if l.TokensAt(now) >= float64(k.burst) {
 				delete(k.keys, key)

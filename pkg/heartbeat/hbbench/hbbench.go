@@ -31,8 +31,12 @@ import (
 type Options struct {
 	// DatabaseURL is a migrated BMDB the run may fill with its agents.
 	DatabaseURL string
-	// CADir holds the development CA of the run's endpoint.
-	CADir string
+	// Endpoint and EndpointCA name a heartbeat server already running on
+	// DatabaseURL (a `bmctl server` process, whose cost can then be told
+	// apart); empty, Run serves one in this process, its CA in CADir.
+	Endpoint   string
+	EndpointCA []byte
+	CADir      string
 	// Agents is the number of simulated agents.
 	Agents int
 	// Duration bounds the measured phase.
@@ -45,9 +49,21 @@ type Options struct {
 	// PoolSize is the endpoint's database connections (0: bmdb's default).
 	PoolSize int
 	Logger   *slog.Logger
-	// DatabaseCPU, if set, reads the CPU time the database's processes have
-	// used so far, to charge the measured phase with it.
-	DatabaseCPU func() time.Duration
+	// Meters read the CPU time processes apart from this one (the server,
+	// the database) have used so far, to charge the measured phase with it.
+	Meters []Meter
+}
+
+// Meter reads a CPU time counter.
+type Meter struct {
+	Name string
+	Read func() time.Duration
+}
+
+// CPU is what one meter counted in the measured phase.
+type CPU struct {
+	Name string
+	Used time.Duration
 }
 
 // Result is what a run measured.
@@ -63,11 +79,10 @@ type Result struct {
 	PerSecond          float64
 	P50, P90, P99, Max time.Duration
 	FirstError         string
-	// CPU is what this process (agents and server together; the database
-	// is apart) spent in the measured phase: on a shared machine it says
-	// more about cost than the rate does.
-	CPU         time.Duration
-	DatabaseCPU time.Duration
+	// CPU is what each process spent in the measured phase, this one
+	// ("bench": the agents, and the server when it runs here) first: on a
+	// shared machine it says more about cost than the rate does.
+	CPU []CPU
 }
 
 type simAgent struct {
@@ -89,32 +104,17 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 		return Result{}, err
 	}
 	defer pool.Close()
-	ca, err := devca.Ensure(opt.CADir)
-	if err != nil {
-		return Result{}, err
+	endpoint, caPEM := opt.Endpoint, opt.EndpointCA
+	if endpoint == "" {
+		var stop func()
+		if endpoint, caPEM, stop, err = serve(ctx, pool, opt); err != nil {
+			return Result{}, err
+		}
+		defer stop()
 	}
-	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		return Result{}, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return Result{}, err
-	}
-	interval := opt.Interval
-	if interval <= 0 {
-		interval = time.Minute
-	}
-	// Per-key limits protect from one broken agent; the bench measures the
-	// server's capacity, so they are lifted.
-	srv := heartbeat.New(heartbeat.Config{Pool: pool, Logger: opt.Logger, Interval: interval, AgentRate: rate.Inf})
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, ln, cert) }()
-	defer func() { stop(); <-served }()
 
 	opt.Logger.Info("registering agents", "agents", opt.Agents)
-	agents, err := register(ctx, pool, opt.Agents, "https://"+ln.Addr().String(), ca.CertPEM)
+	agents, err := register(ctx, pool, opt.Agents, endpoint, caPEM)
 	if err != nil {
 		return Result{}, err
 	}
@@ -155,7 +155,11 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	var failed atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
-	cpu0, db0 := cpuTime(), dbCPU(opt)
+	meters := append([]Meter{{Name: "bench", Read: cpuTime}}, opt.Meters...)
+	cpu0 := make([]time.Duration, len(meters))
+	for i, m := range meters {
+		cpu0[i] = m.Read()
+	}
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -186,7 +190,9 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
-	res.CPU, res.DatabaseCPU = cpuTime()-cpu0, dbCPU(opt)-db0
+	for i, m := range meters {
+		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
+	}
 	var all []time.Duration
 	for _, a := range agents {
 		all = append(all, a.lat...)
@@ -202,11 +208,31 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	return res, nil
 }
 
-func dbCPU(opt Options) time.Duration {
-	if opt.DatabaseCPU == nil {
-		return 0
+// serve runs a heartbeat server in this process until stop.
+func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint string, caPEM []byte, stop func(), err error) {
+	ca, err := devca.Ensure(opt.CADir)
+	if err != nil {
+		return "", nil, nil, err
 	}
-	return opt.DatabaseCPU()
+	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	interval := opt.Interval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	// Per-key limits protect from one broken agent; the bench measures the
+	// server's capacity, so they are lifted.
+	srv := heartbeat.New(heartbeat.Config{Pool: pool, Logger: opt.Logger, Interval: interval, AgentRate: rate.Inf})
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, ln, cert) }()
+	return "https://" + ln.Addr().String(), ca.CertPEM, func() { cancel(); <-served }, nil
 }
 
 func cpuTime() time.Duration {
