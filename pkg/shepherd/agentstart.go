@@ -294,12 +294,24 @@ func (a *agentStart) run(client *ssh.Client, init agentproto.Init) (ed25519.Publ
 	if err != nil {
 		return nil, err
 	}
-	sess.Stdin = bytes.NewReader(in)
+	// Through a pipe rather than Stdin: an agent that exits without reading
+	// its stdin must fail on its exit status and reply, not on our write.
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	stdout := &capBuffer{max: agentproto.MaxReplySize + 1}
 	stderr := &capBuffer{max: 2048}
 	sess.Stdout, sess.Stderr = stdout, stderr
 	cmd := shellQuote(a.cfg.RemotePath) + " agent"
-	if err := sess.Run(cmd); err != nil {
+	if err := sess.Start(cmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	go func() {
+		_, _ = stdin.Write(in)
+		_ = stdin.Close()
+	}()
+	if err := sess.Wait(); err != nil {
 		var exit *ssh.ExitError
 		var missing *ssh.ExitMissingError
 		switch {
