@@ -56,8 +56,9 @@ var DefaultRecoveryThresholds = RecoveryThresholds{NoHeartbeatAfterStart: 30 * t
 
 // RecoveryCandidates returns provided machines with a started agent that never
 // heart-beat within th.NoHeartbeatAfterStart, or whose last heartbeat is older
-// than th.StaleHeartbeat; with no shepherd work and no unexpired Recovery
-// backoff.
+// than th.StaleHeartbeat, or for which an operator requested recovery
+// (migration 0007; those come first); with no shepherd work and no unexpired
+// Recovery backoff.
 func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, limit int) ([]uuid.UUID, error) {
 	// Thresholds and limit are written into the SQL, as in
 	// AgentStartCandidates, so the statement is planned once per connection.
@@ -66,6 +67,8 @@ func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, l
 	rows, err := tx.Query(ctx, `
 		SELECT m.machine_id
 		FROM (
+			SELECT r.machine_id FROM machine_recovery_requested r
+			UNION ALL
 			SELECT s.machine_id FROM machine_agent_started s
 			WHERE NOT s.agent_heartbeat_seen
 			  AND s.agent_started_at < now() - make_interval(secs => `+noHeartbeat+`)
