@@ -23,6 +23,9 @@ func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUI
 	// assume any limit, loses to a custom one), and planning these joins
 	// costs more than running them. A statement without parameters is
 	// planned once per connection; each distinct limit is its own statement.
+	// The order is the partial index's: it makes the plan a plain index scan
+	// that stops at the first eligible machine, where a bitmap scan would
+	// read every machine awaiting an agent first.
 	rows, err := tx.Query(ctx, `
 		SELECT m.machine_id
 		FROM machine_provided p
@@ -33,6 +36,7 @@ func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUI
 		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdAgentStart'))
 		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = p.machine_id
 		                  AND b.process = 'ShepherdAgentStart' AND b.backoff_until > now())
+		ORDER BY p.machine_id
 		LIMIT `+strconv.Itoa(limit)+`
 		FOR NO KEY UPDATE OF m SKIP LOCKED`)
 	if err != nil {
