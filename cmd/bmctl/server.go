@@ -51,8 +51,14 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			case !byFiles && caDir == "":
 				return usageError{errors.New("no TLS certificate: give --tls-cert and --tls-key, or --dev-ca-dir for a development CA")}
 			}
-			if interval <= 0 || interval > stale/2 {
-				return usageError{fmt.Errorf("--heartbeat-interval %s must be positive and at most half of --stale-heartbeat %s, or healthy agents would be recovered", interval, stale)}
+			if interval < 100*time.Millisecond || interval > stale/2 {
+				return usageError{fmt.Errorf("--heartbeat-interval %s must be at least 100ms and at most half of --stale-heartbeat %s, or healthy agents would be recovered", interval, stale)}
+			}
+			if maxBody < 1024 {
+				return usageError{fmt.Errorf("--max-body %d is too small for a hardware report; give at least 1024 bytes", maxBody)}
+			}
+			if agentRate < 0 || maxRate < 0 {
+				return usageError{errors.New("--agent-rate and --max-rate cannot be negative")}
 			}
 			var cert tls.Certificate
 			var err error

@@ -31,6 +31,8 @@ func TestServerFlagsRefused(t *testing.T) {
 		{[]string{"server", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"server", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--dev-ca-dir", dir}, "not both"},
 		{[]string{"server", "--dev-ca-dir", dir, "--heartbeat-interval", "6m"}, "at most half of --stale-heartbeat"},
+		{[]string{"server", "--dev-ca-dir", dir, "--max-body", "10"}, "too small for a hardware report"},
+		{[]string{"server", "--dev-ca-dir", dir, "--agent-rate", "-1"}, "cannot be negative"},
 	} {
 		r := bmctl(t, "", tc.args...)
 		if r.code != 2 || !strings.Contains(r.err, tc.want) || strings.Count(r.err, "\n") != 1 {
