@@ -73,9 +73,14 @@ func History(ctx context.Context, db DB, machine uuid.UUID, o HistoryOptions) ([
 	where, args := o.where(machine)
 	q := "SELECT " + historyColumns + " FROM work_history WHERE " + where + " ORDER BY machine_id, work_history_id"
 	if o.Limit > 0 {
+		// The newest events, ordered by an expression no index provides: a
+		// backward walk of the primary key, filtering for the machine, looks
+		// cheap to the planner when the machine's events are recent, and
+		// reads the whole table when they are not. This way the cost is the
+		// machine's own events, whatever their age.
 		args = append(args, o.Limit)
 		q = "SELECT * FROM (SELECT " + historyColumns + " FROM work_history WHERE " + where +
-			fmt.Sprintf(" ORDER BY machine_id DESC, work_history_id DESC LIMIT $%d) newest ORDER BY work_history_id", len(args))
+			fmt.Sprintf(" ORDER BY work_history_id + 0 DESC LIMIT $%d) newest ORDER BY work_history_id", len(args))
 	}
 	rows, err := db.Query(ctx, q, args...)
 	if err != nil {
