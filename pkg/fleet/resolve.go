@@ -212,9 +212,15 @@ func Complete(ctx context.Context, db DB, prefix string, limit int, o ResolveOpt
 			return nil, nil, err
 		}
 		if len(byID) == 0 && o.WithHistory && prefix != "" {
+			// One index probe per machine, as in Resolve.
 			rows, err := db.Query(ctx, `
-				SELECT DISTINCT machine_id, '', '' FROM work_history
-				WHERE machine_id BETWEEN $1 AND $2 ORDER BY machine_id LIMIT $3`, lo, hi, limit)
+				WITH RECURSIVE known AS (
+					(SELECT machine_id FROM work_history WHERE machine_id BETWEEN $1 AND $2 ORDER BY machine_id LIMIT 1)
+					UNION ALL
+					SELECT (SELECT machine_id FROM work_history WHERE machine_id > k.machine_id AND machine_id <= $2 ORDER BY machine_id LIMIT 1)
+					FROM known k WHERE k.machine_id IS NOT NULL
+				)
+				SELECT machine_id, '', '' FROM known WHERE machine_id IS NOT NULL LIMIT $3`, lo, hi, limit)
 			if err != nil {
 				return nil, nil, err
 			}
