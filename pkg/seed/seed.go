@@ -305,11 +305,11 @@ func (g *gen) machine(i int) machine {
 	m.era = g.eras[r.IntN(len(g.eras))]
 	switch m.state {
 	case fresh:
-		m.createdAt = g.now.Add(-jitter(r, time.Hour, 6*time.Hour))
+		m.createdAt = g.now.Add(-jitter(r, 4*time.Hour, 12*time.Hour))
 	case silent:
 		// Restarted agent that never came back: started well past the 30
 		// minute threshold.
-		m.startedAt = g.now.Add(-jitter(r, 40*time.Minute, 6*time.Hour))
+		m.startedAt = g.now.Add(-jitter(r, time.Hour, 6*time.Hour))
 	default:
 		m.startedAt = g.now.Add(-jitter(r, 2*time.Hour, 60*24*time.Hour))
 	}
@@ -330,7 +330,10 @@ func (g *gen) machine(i int) machine {
 	}
 	switch m.role {
 	case backedOff:
-		m.failures = 1 + r.IntN(5)
+		// Up to a dozen failures: intervals long enough (Recovery up to
+		// 7 min, AgentStart up to 37 min) that the backoffs still hold
+		// while a benchmark or a demo looks at the fleet.
+		m.failures = 1 + r.IntN(12)
 		iv := time.Duration(m.backoffInterval()) * time.Second
 		m.failedAt = g.now.Add(-jitter(r, 0, iv/2))
 	case working:

@@ -225,13 +225,34 @@ func checkFleet(t *testing.T, conn *bmdb.Conn, res seed.Result) {
 		t.Fatalf("%d history events, seeded %d for %d healthy machines", n, res.History, res.Healthy)
 	}
 	// A backoff's interval is what the policy gives after its failures.
-	bad := count(t, conn, `
-		SELECT count(*) FROM work_backoff b
-		WHERE b.backoff_last_interval_seconds <> (
-			CASE b.process WHEN 'ShepherdAgentStart' THEN ARRAY[300, 360, 432, 519, 623]
-			               ELSE ARRAY[60, 72, 87, 105, 126] END)[
-			(SELECT count(*) FROM work_history h WHERE h.machine_id = b.machine_id AND h.event = 'Failed')]`)
-	if bad != 0 {
-		t.Fatalf("%d backoffs whose interval does not follow the policy", bad)
+	rows, _ := conn.Pool.Query(context.Background(), `
+		SELECT b.process, b.backoff_last_interval_seconds,
+		       (SELECT count(*) FROM work_history h WHERE h.machine_id = b.machine_id AND h.event = 'Failed')
+		FROM work_backoff b`)
+	type backoff struct {
+		process  bmdb.Process
+		interval int64
+		failures int
+	}
+	backoffs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backoff, error) {
+		var b backoff
+		err := r.Scan(&b.process, &b.interval, &b.failures)
+		return b, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range backoffs {
+		policy := bmdb.AgentStartBackoff
+		if b.process == bmdb.ProcessShepherdRecovery {
+			policy = bmdb.RecoveryBackoff
+		}
+		var want int64
+		for range b.failures {
+			want = policy.Next(want)
+		}
+		if b.failures < 1 || b.interval != want {
+			t.Fatalf("%s backoff of %ds after %d failures, policy says %ds", b.process, b.interval, b.failures, want)
+		}
 	}
 }
