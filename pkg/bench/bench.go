@@ -178,9 +178,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
 		       current_setting('synchronous_commit'), current_setting('shared_buffers'))`).Scan(&res.Server, &res.Settings)
 
-	// The ceiling: pgbench's simple-update workload.
+	// The ceiling, pgbench's simple-update workload, measured right beside
+	// the claim+finish cycles at each concurrency, so that a change in the
+	// load from elsewhere shifts both.
 	logf("pgbench -i")
 	if err := pg.init(ctx, cfg.PgbenchScale); err != nil {
+		return err
+	}
+	logf("seeding %d machines, %d eligible for AgentStart", cfg.ClaimMachines, cfg.ClaimEligible)
+	claimFleet := seed.Profile{Name: "claim", New: float64(cfg.ClaimEligible) / float64(cfg.ClaimMachines)}
+	if err := reseed(ctx, conn, cfg.ClaimMachines, claimFleet); err != nil {
 		return err
 	}
 	for _, c := range cfg.Sessions {
@@ -190,15 +197,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		logf("pgbench -N -c %d: %.0f tps", c, tps)
 		res.Pgbench[c] = tps
-	}
-
-	// Claim+finish over a fleet with ClaimEligible AgentStart candidates.
-	logf("seeding %d machines, %d eligible for AgentStart", cfg.ClaimMachines, cfg.ClaimEligible)
-	claimFleet := seed.Profile{Name: "claim", New: float64(cfg.ClaimEligible) / float64(cfg.ClaimMachines)}
-	if err := reseed(ctx, conn, cfg.ClaimMachines, claimFleet); err != nil {
-		return err
-	}
-	for _, c := range cfg.Sessions {
 		t, err := claimFinish(ctx, conn, c, cfg.Duration)
 		if err != nil {
 			return err
