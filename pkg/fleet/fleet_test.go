@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -220,6 +221,15 @@ func TestStates(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].ProviderID != "silent" || got[1].ProviderID != "recovering" {
 		t.Errorf("location c, desc, page 2: %+v", got)
+	}
+	got, err = fleet.ListMachines(ctx, conn.Pool, fleet.ListOptions{Sort: fleet.SortState})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(got); i++ {
+		if slices.Index(fleet.States, got[i-1].State) > slices.Index(fleet.States, got[i].State) {
+			t.Errorf("sort by state: %s before %s", got[i-1].State, got[i].State)
+		}
 	}
 	n, err := fleet.CountMachines(ctx, conn.Pool, fleet.ListOptions{Location: "c"})
 	if err != nil || n != 3 {

@@ -73,11 +73,22 @@ var sortSQL = map[Sort]string{
 	SortID:        "machine_id",
 	SortProvider:  "provider, provider_id",
 	SortLocation:  "location, provider, provider_id",
-	SortState:     "state, provider, provider_id",
+	SortState:     stateOrderSQL + ", provider, provider_id",
 	SortSince:     "work_started_at",
 	SortHeartbeat: "agent_heartbeat_at",
 	SortCreated:   "machine_created_at",
 }
+
+// stateOrderSQL orders states as States does (a machine's life, then
+// trouble), not alphabetically. No ", " inside: sortSQL's values are split
+// on it.
+var stateOrderSQL = func() string {
+	names := make([]string, len(States))
+	for i, st := range States {
+		names[i] = "'" + string(st) + "'"
+	}
+	return "array_position(ARRAY[" + strings.Join(names, ",") + "],state)"
+}()
 
 // ParseSort accepts a sort name, case-insensitively.
 func ParseSort(s string) (Sort, error) {
@@ -235,15 +246,8 @@ func collectSummaries(rows pgx.Rows) ([]MachineSummary, error) {
 	return append(out, cur...), nil
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // narrowSQL is, per state, a cheap superset of the machines in that state,
-// read from a small table or a partial index (migrations 0004 and 0007); nil
+// read from a small table or a partial index (migration 0004); absent
 // for the states most of a fleet is in, where only a full scan can tell.
 var narrowSQL = map[State]string{
 	StateAgentStarting:     "SELECT machine_id FROM work",
