@@ -108,27 +108,36 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 	filtered := len(o.States) > 0 || o.Process != "" || o.Provider != "" || o.Location != "" || o.Match != ""
 	keys, keyArgs, keyed := keyQuery(o.Sort, o.Thresholds)
 	err = snapshot(ctx, db, func(tx DB) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
+		// A view refreshes with the same few statements over and over:
+		// plan each once per connection (generic plans of the prepared
+		// statements) instead of on every refresh, since planning these
+		// joins costs more than running them for a page. Filtered lists
+		// keep custom plans: their cost depends on the filter's values.
+		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)", listWorkMem); err != nil {
 			return err
 		}
-		if keyed && !filtered {
-			w.Machines, err = keyedWindow(ctx, tx, o, keys, keyArgs)
-		} else {
-			var rows pgx.Rows
-			if rows, err = tx.Query(ctx, q, args...); err == nil {
-				w.Machines, err = pgx.CollectRows(rows, scanSummary)
-			}
-		}
-		if err != nil {
-			return err
-		}
+		var err error
 		if w.Summary, err = FleetSummary(ctx, tx, o.Thresholds); err != nil {
 			return err
 		}
 		w.Total = w.Summary.Machines
-		if filtered {
-			w.Total, err = CountMachines(ctx, tx, o)
+		if keyed && !filtered {
+			w.Machines, err = keyedWindow(ctx, tx, o, keys, keyArgs)
+			return err
 		}
+		if filtered {
+			if _, err := tx.Exec(ctx, "SELECT set_config('plan_cache_mode', 'auto', true)"); err != nil {
+				return err
+			}
+			if w.Total, err = CountMachines(ctx, tx, o); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		w.Machines, err = pgx.CollectRows(rows, scanSummary)
 		return err
 	})
 	return w, err
