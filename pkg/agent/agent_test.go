@@ -375,13 +375,40 @@ func TestDetachLeavesNoSessionOpen(t *testing.T) {
 	if err := e.conn.Pool.QueryRow(context.Background(), `SELECT count(*) FROM machine_hardware_report WHERE machine_id = $1`, machine).Scan(&n); err != nil || n != 1 {
 		t.Errorf("hardware report rows: %d (%v), want 1", n, err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the detached agent to stop on SIGTERM", func() bool { return !alive(pid) })
 	logText, _ := os.ReadFile(logFile)
 	if !strings.Contains(string(logText), "agent running") {
 		t.Errorf("agent log lacks its start line:\n%s", logText)
+	}
+
+	// A second takeover (AgentStart again, after Recovery cleared the tag)
+	// replaces the running agent instead of leaving it beside the new one.
+	second := exec.Command(os.Args[0])
+	second.Env = cmd.Env
+	second.Stdin = bytes.NewReader(in)
+	out, err := second.Output()
+	if err != nil {
+		t.Fatalf("second takeover: %v", err)
+	}
+	if _, err := agentproto.ReadReply(bytes.NewReader(out), init); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first agent to stop when replaced", func() bool { return !alive(pid) })
+	pidText, err = os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPID, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	t.Cleanup(func() { _ = syscall.Kill(newPID, syscall.SIGKILL) })
+	if newPID == pid || !alive(newPID) {
+		t.Fatalf("pid file names %d (first agent %d); want the running new agent", newPID, pid)
+	}
+	if err := syscall.Kill(newPID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the detached agent to stop on SIGTERM", func() bool { return !alive(newPID) })
+	logText, _ = os.ReadFile(logFile)
+	if !strings.Contains(string(logText), "agent stopping") {
+		t.Errorf("agent log does not say it stopped:\n%s", logText)
 	}
 }
 

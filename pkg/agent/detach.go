@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -107,13 +108,6 @@ func spawn(ctx context.Context, sp Spawn, st state) error {
 	if err != nil {
 		return fmt.Errorf("starting detached agent: %w", err)
 	}
-	if sp.PIDFile != "" {
-		if err := os.WriteFile(sp.PIDFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			return fmt.Errorf("writing pid file: %w", err)
-		}
-	}
 	// The child writes "ok" once it holds its key and has checked the init;
 	// anything else (it exited, or hangs) is a failed start.
 	ready := make(chan string, 1)
@@ -132,8 +126,45 @@ func spawn(ctx context.Context, sp Spawn, st state) error {
 		_ = cmd.Wait()
 		return fmt.Errorf("detached agent did not start; see %s", sp.LogFile)
 	}
+	if sp.PIDFile != "" {
+		previous := previousAgent(sp)
+		if err := os.WriteFile(sp.PIDFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("writing pid file: %w", err)
+		}
+		// An agent from an earlier takeover holds a key the shepherd no
+		// longer records (it starts agents only on machines without one):
+		// stop it rather than let it knock until it gives up.
+		if previous > 0 {
+			_ = syscall.Kill(previous, syscall.SIGTERM)
+		}
+	}
 	// Not waited for: it outlives this process and init reaps it.
 	return cmd.Process.Release()
+}
+
+// previousAgent is the pid in sp.PIDFile if that process still runs the
+// same program with the same arguments (a pid file outlives reboots and
+// pids are reused), else 0.
+func previousAgent(sp Spawn) int {
+	text, err := os.ReadFile(sp.PIDFile)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(text)))
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return 0
+	}
+	want := strings.Join(append([]string{sp.Path}, sp.Args...), "\x00") + "\x00"
+	if string(cmdline) != want {
+		return 0
+	}
+	return pid
 }
 
 // RunDetached is the detached agent's side of Detach: it takes the state
