@@ -452,6 +452,9 @@ func (m *Model) setMessage(s string) { m.message, m.messageStyle = s, false }
 func (m *Model) setError(s string)   { m.message, m.messageStyle = s, true }
 
 func (m Model) onKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if msg.String() == "ctrl+c" {
+		return m, tea.Quit
+	}
 	if m.prompt != promptNone {
 		return m.onPromptKey(msg)
 	}

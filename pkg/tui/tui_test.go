@@ -3,6 +3,7 @@ package tui
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // rowsOf returns the table rows of a frame: the lines after the header up to
@@ -261,4 +262,18 @@ func TestEverySizeFits(t *testing.T) {
 	s.press("enter")
 	s.waitIdle("the detail", func(_ string, m Model) bool { return m.mode == modeDetail })
 	check("detail")
+}
+
+// ctrl+c quits from anywhere, even while typing a filter.
+func TestQuitFromPrompt(t *testing.T) {
+	_, pool := frozenDB(t)
+	seedGolden(t, pool)
+	s := startScreen(t, goldenOptions(pool, false), 120, 20)
+	s.waitIdle("the golden fleet", loaded(9))
+	s.press("/", "abc", "\x03")
+	select {
+	case <-s.done:
+	case <-time.After(waitTimeout):
+		t.Fatal("ctrl+c in the filter prompt did not quit")
+	}
 }
