@@ -85,6 +85,26 @@ func ReadInit(r io.Reader) (agentproto.Init, error) {
 	return init, nil
 }
 
+// readInit is ReadInit that gives up when ctx ends (the reader is left to
+// its EOF, which a closed session delivers).
+func readInit(ctx context.Context, r io.Reader) (agentproto.Init, error) {
+	type result struct {
+		init agentproto.Init
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		init, err := ReadInit(r)
+		ch <- result{init, err}
+	}()
+	select {
+	case res := <-ch:
+		return res.init, res.err
+	case <-ctx.Done():
+		return agentproto.Init{}, fmt.Errorf("waiting for the init message: %w", context.Cause(ctx))
+	}
+}
+
 // New makes an agent for init that authenticates with key.
 func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, error) {
 	opts = opts.withDefaults()
@@ -105,7 +125,7 @@ func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, er
 // stdin, makes an agent with a new key and writes the reply to stdout. The
 // caller then runs the agent.
 func Takeover(ctx context.Context, stdin io.Reader, stdout io.Writer, opts Options) (*Agent, error) {
-	init, err := ReadInit(stdin)
+	init, err := readInit(ctx, stdin)
 	if err != nil {
 		return nil, reply(stdout, agentproto.Reply{Init: init, Error: err.Error()}, err)
 	}

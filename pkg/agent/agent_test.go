@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -433,4 +434,15 @@ func alive(pid int) bool {
 	}
 	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 	return fields[0] != "Z"
+}
+
+func TestTakeoverGivesUpWithItsContext(t *testing.T) {
+	stdin, shepherd := io.Pipe() // a shepherd that never sends the init message
+	defer shepherd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var out bytes.Buffer
+	if _, err := agent.Takeover(ctx, stdin, &out, agent.Options{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Takeover without an init message: %v, want the context's end", err)
+	}
 }

@@ -53,7 +53,7 @@ type Spawn struct {
 // says it runs, and only then writes the reply with the public key to stdout.
 // Any failure is written to stdout as the reply's error too.
 func Detach(ctx context.Context, stdin io.Reader, stdout io.Writer, sp Spawn) error {
-	init, err := ReadInit(stdin)
+	init, err := readInit(ctx, stdin)
 	if err != nil {
 		return reply(stdout, agentproto.Reply{Init: init, Error: err.Error()}, err)
 	}
