@@ -3,7 +3,6 @@ package shepherd_test
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -284,7 +283,6 @@ next:
 	return event{}, false
 }
 
-var errTest = errors.New("test")
 
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
