@@ -283,7 +283,6 @@ next:
 	return event{}, false
 }
 
-
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
