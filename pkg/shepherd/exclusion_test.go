@@ -154,6 +154,9 @@ func TestHeldMachineCannotBeClaimedByTheOtherLoop(t *testing.T) {
 	waitFor(t, "Recovery to hold the machine", func() bool {
 		return e.count(`SELECT count(*) FROM work WHERE machine_id = $1 AND process = 'ShepherdRecovery'`, id) == 1
 	})
+	waitFor(t, "Recovery's work detail", func() bool {
+		return e.count(`SELECT count(*) FROM work WHERE machine_id = $1 AND work_detail LIKE 'rebooting via sim%'`, id) == 1
+	})
 	if err := bmdb.ClearAgentTags(ctx, e.conn.Pool, id); err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +190,10 @@ func TestGracefulShutdownLeavesNoWork(t *testing.T) {
 	cfg.ExecTimeout = time.Hour
 	stop := e.run(shepherd.Config{AgentStart: cfg})
 	<-execs
+	// Operators see the step the work is on.
+	if n := e.count(`SELECT count(*) FROM work WHERE machine_id = $1 AND work_detail = 'starting agent'`, id); n != 1 {
+		t.Error("the held work does not say it is starting the agent")
+	}
 	stop()
 	<-interrupted // the shepherd hung up on the agent rather than wait an hour
 
