@@ -21,7 +21,7 @@ func TestClearBackoff(t *testing.T) {
 
 	// Anything but y cancels.
 	s.press("b")
-	s.waitText("Clear the AgentStart backoff of 50000000 (in 4m, cause: ssh: handshake failed")
+	s.waitText("Clear the AgentStart backoff of 50000000 (ends in 4m)? [y/N]", "Cause: ssh: handshake failed")
 	s.press("n")
 	s.waitText("canceled")
 	ctx := context.Background()
@@ -77,7 +77,7 @@ func TestRequestRecovery(t *testing.T) {
 	s.press("enter")
 	s.waitIdle("the detail of m-001", func(_ string, m Model) bool { return m.mode == modeDetail && m.detail.ID == idHealthy })
 	s.press("r")
-	s.waitText("Request Recovery of 10000000 now?")
+	s.waitText("Request Recovery of 10000000 now? [y/N]")
 	s.press("y")
 	frame, _ := s.waitIdle("the request in the detail", func(f string, m Model) bool {
 		return strings.Contains(f, "requested recovery of 10000000") && !m.detail.RecoveryRequested.IsZero()

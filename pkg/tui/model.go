@@ -630,7 +630,8 @@ func (m Model) askClearBackoff() (tea.Model, tea.Cmd) {
 	}
 	src := m.opt.Source
 	m.prompt = promptConfirm
-	m.confirmText = fmt.Sprintf("Clear the %s backoff of %s (%s, cause: %s)? It becomes a candidate again at once. [y/N]",
+	// The question and its keys first: a narrow screen cuts the end.
+	m.confirmText = fmt.Sprintf("Clear the %s backoff of %s (ends %s)? [y/N] It becomes a candidate again at once. Cause: %s",
 		shortProcess(process), shortID(id), relTime(until, now), oneLine(cause))
 	m.confirmCmd = func() tea.Msg {
 		err := src.ClearBackoff(context.Background(), id, process)
@@ -650,7 +651,7 @@ func (m Model) askRecovery() (tea.Model, tea.Cmd) {
 	}
 	src := m.opt.Source
 	m.prompt = promptConfirm
-	m.confirmText = fmt.Sprintf("Request Recovery of %s now? The shepherd will reboot it through its provider (an active Recovery backoff still applies). [y/N]", shortID(id))
+	m.confirmText = fmt.Sprintf("Request Recovery of %s now? [y/N] The shepherd will reboot it through its provider (after any active Recovery backoff).", shortID(id))
 	m.confirmCmd = func() tea.Msg {
 		err := src.RequestRecovery(context.Background(), id)
 		return actionMsg{what: "requested recovery of " + shortID(id), err: err}
