@@ -158,6 +158,7 @@ func New(opt Options) Model {
 type (
 	pageMsg struct {
 		seq  int
+		q    Query
 		page Page
 		took time.Duration
 		err  error
@@ -257,6 +258,12 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil // an older query's answer
 		}
 		m.pageBusy = false
+		if !sameList(msg.q, m.query) {
+			// The filter or sort changed while the query ran: its rows
+			// belong to another list.
+			m.pageAgain = false
+			return m, m.fetchPage()
+		}
 		if msg.err != nil {
 			m.lastErr = msg.err.Error()
 			m.opt.Log.Warn("page query failed", "err", msg.err)
@@ -379,7 +386,7 @@ func (m *Model) fetchPage() tea.Cmd {
 		defer cancel()
 		start := clock()
 		p, err := src.Page(ctx, q)
-		return pageMsg{seq: seq, page: p, took: clock().Sub(start), err: err}
+		return pageMsg{seq: seq, q: q, page: p, took: clock().Sub(start), err: err}
 	}
 }
 
@@ -746,6 +753,13 @@ func (m *Model) applyFilter(f string) {
 	} else if m.messageStyle {
 		m.message = ""
 	}
+}
+
+// sameList says whether two queries select and order the same list (they
+// may differ in the window).
+func sameList(a, b Query) bool {
+	a.Offset, a.Limit, b.Offset, b.Limit = 0, 0, 0, 0
+	return a == b
 }
 
 func shortID(id uuid.UUID) string { return id.String()[:8] }
