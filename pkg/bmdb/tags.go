@@ -93,12 +93,14 @@ func SetAgentStarted(ctx context.Context, db DBTX, machine uuid.UUID, key ed2551
 }
 
 // ClearAgentTags removes the agent-started and heartbeat tags, so that
-// AgentStart picks the machine up again.
+// AgentStart picks the machine up again. The started tag goes first: a
+// heartbeat locks it before the heartbeat row, and taking the two in the
+// other order here deadlocked with heartbeats arriving meanwhile.
 func ClearAgentTags(ctx context.Context, db DBTX, machine uuid.UUID) error {
-	if _, err := db.Exec(ctx, `DELETE FROM machine_agent_heartbeat WHERE machine_id = $1`, machine); err != nil {
+	if _, err := db.Exec(ctx, `DELETE FROM machine_agent_started WHERE machine_id = $1`, machine); err != nil {
 		return err
 	}
-	_, err := db.Exec(ctx, `DELETE FROM machine_agent_started WHERE machine_id = $1`, machine)
+	_, err := db.Exec(ctx, `DELETE FROM machine_agent_heartbeat WHERE machine_id = $1`, machine)
 	return err
 }
 
