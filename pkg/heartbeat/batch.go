@@ -101,10 +101,10 @@ func (b *batcher) write(batch []*beat) {
 	accepted, err := bmdb.RecordHeartbeats(ctx, b.pool, claims)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") {
-		// A batch can deadlock with Recovery clearing one of its machines'
-		// tags (they lock the started and heartbeat rows in opposite
-		// orders). The database aborted one side; once more settles it, so
-		// the other heartbeats of the batch are not refused for one machine.
+		// Batches and Recovery's ClearAgentTags lock the started row before
+		// the heartbeat row, so they should not deadlock; should another
+		// writer do otherwise, the database aborts one side, and once more
+		// keeps one machine's conflict from failing the batch's others.
 		accepted, err = bmdb.RecordHeartbeats(ctx, b.pool, claims)
 	}
 	for i, bt := range batch {
