@@ -74,7 +74,11 @@ func (c *Conn) StartSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		stopped:   make(chan struct{}),
 		expired:   make(chan struct{}),
 	}
-	err := c.Pool.QueryRow(ctx, `
+	// The insert is not cut short by ctx: a cancellation racing the commit
+	// could leave a session row nobody closes. ctx is checked after it.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := c.Pool.QueryRow(ictx, `
 		INSERT INTO sessions (session_component, session_host, session_pid, session_version, session_interval_seconds, session_deadline)
 		VALUES ($1, $2, $3, $4, $5::int, now() + $5::int * interval '1 second')
 		RETURNING session_id`,
@@ -82,9 +86,13 @@ func (c *Conn) StartSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	if err != nil {
 		return nil, fmt.Errorf("starting session: %w", err)
 	}
-	hctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	hctx, stop := context.WithCancel(context.Background())
+	s.cancel = stop
 	go s.keepAlive(hctx)
+	if ctx.Err() != nil {
+		_ = s.Close(ictx)
+		return nil, ctx.Err()
+	}
 	return s, nil
 }
 
