@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -22,6 +23,8 @@ type batcher struct {
 	maxBatch   int
 	maxRunning int
 	maxQueue   int
+	// sizes observes each batch's size.
+	sizes prometheus.Observer
 
 	mu      sync.Mutex
 	queue   []*beat
@@ -41,13 +44,13 @@ type beatResult struct {
 // errOverloaded: the queue is full; the agent should come back later.
 var errOverloaded = errors.New("heartbeat queue full")
 
-func newBatcher(pool *pgxpool.Pool) *batcher {
+func newBatcher(pool *pgxpool.Pool, sizes prometheus.Observer) *batcher {
 	running := 4
 	if pool != nil {
 		running = max(1, int(pool.Config().MaxConns)-2) // spare connections for reports and health
 	}
 	const maxBatch = 500
-	return &batcher{pool: pool, maxBatch: maxBatch, maxRunning: running, maxQueue: 20 * maxBatch}
+	return &batcher{pool: pool, maxBatch: maxBatch, maxRunning: running, maxQueue: 20 * maxBatch, sizes: sizes}
 }
 
 // record queues one heartbeat and waits for its batch.
@@ -91,6 +94,7 @@ func (b *batcher) drain() {
 }
 
 func (b *batcher) write(batch []*beat) {
+	b.sizes.Observe(float64(len(batch)))
 	claims := make([]bmdb.AgentKey, len(batch))
 	for i, bt := range batch {
 		claims[i] = bt.claim

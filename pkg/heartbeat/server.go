@@ -88,6 +88,7 @@ type Server struct {
 	results  *prometheus.CounterVec
 	latency  prometheus.Histogram
 	reports  prometheus.Counter
+	batches  prometheus.Histogram
 }
 
 // Defaults of Config.
@@ -119,7 +120,6 @@ func New(cfg Config) *Server {
 		log:      cfg.Logger,
 		reg:      prometheus.NewRegistry(),
 		limits:   newKeyLimiter(cfg.AgentRate, cfg.AgentBurst),
-		batch:    newBatcher(cfg.Pool),
 		dbErrLog: rate.Sometimes{First: 1, Interval: time.Second},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bmctl_heartbeat_requests_total",
@@ -134,11 +134,17 @@ func New(cfg Config) *Server {
 			Name: "bmctl_heartbeat_hardware_reports_total",
 			Help: "Hardware reports stored.",
 		}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bmctl_heartbeat_batch_size",
+			Help:    "Heartbeats written per database statement: 1 when idle, more under load.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+		}),
 	}
+	s.batch = newBatcher(cfg.Pool, s.batches)
 	if cfg.MaxRate > 0 {
 		s.total = rate.NewLimiter(cfg.MaxRate, int(cfg.MaxRate)+1)
 	}
-	s.reg.MustRegister(s.results, s.latency, s.reports,
+	s.reg.MustRegister(s.results, s.latency, s.reports, s.batches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
