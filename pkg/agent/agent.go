@@ -194,7 +194,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		var wait time.Duration
 		if err == nil {
-			if failures > 0 {
+			switch {
+			case !everAccepted:
+				a.log.Info("first heartbeat accepted", "after_failures", failures)
+			case failures > 0:
 				a.log.Info("heartbeat accepted again", "after_failures", failures)
 			}
 			if req.Hardware != nil {
