@@ -152,8 +152,18 @@ func keyQuery(s Sort, th bmdb.RecoveryThresholds) (string, []any, bool) {
 	const provided = `FROM machines m LEFT JOIN machine_provided p ON p.machine_id = m.machine_id`
 	switch s {
 	case SortProvider:
-		return `SELECT m.machine_id ` + provided + `
-			ORDER BY coalesce(p.provider, '') %[1]s, coalesce(p.provider_id, '') %[1]s, m.machine_id %[1]s`, nil, true
+		// Unprovided machines (empty provider) sort apart; the provided ones
+		// come in order from the (provider, provider_id) index, as many as
+		// the window can need.
+		return `SELECT machine_id FROM (
+				SELECT m.machine_id, '' AS provider, '' AS provider_id FROM machines m
+				WHERE NOT EXISTS (SELECT 1 FROM machine_provided p WHERE p.machine_id = m.machine_id)
+				UNION ALL
+				(SELECT p.machine_id, p.provider, p.provider_id FROM machine_provided p
+				 ORDER BY p.provider {dir}, p.provider_id {dir}
+				 LIMIT {window_end})
+			) k
+			ORDER BY provider %[1]s, provider_id %[1]s, machine_id %[1]s`, nil, true
 	case SortLocation:
 		return `SELECT m.machine_id ` + provided + `
 			ORDER BY coalesce(p.provider_location, '') %[1]s, coalesce(p.provider, '') %[1]s, coalesce(p.provider_id, '') %[1]s, m.machine_id %[1]s`, nil, true
@@ -187,20 +197,27 @@ func keyQuery(s Sort, th bmdb.RecoveryThresholds) (string, []any, bool) {
 	case SortState:
 		// Machines in trouble get their state from the full derivation over
 		// their narrow sets; every other machine is healthy or unprovided
-		// (see FleetSummary).
+		// (see FleetSummary). The healthy block, nearly the whole fleet, is
+		// all one state, so its part of any window is among its first
+		// offset+limit rows in provider order: those come from the
+		// (provider, provider_id) index without sorting the fleet.
 		names := make([]string, len(States))
 		for i, st := range States {
 			names[i] = "'" + string(st) + "'"
 		}
 		from, args := ListOptions{States: troubleStates, Thresholds: th}.query()
-		return `WITH trouble AS (SELECT machine_id, state, provider, provider_id FROM ` + from + `)
+		return `WITH trouble AS MATERIALIZED (SELECT machine_id, state, provider, provider_id FROM ` + from + `)
 			SELECT machine_id FROM (
 				SELECT machine_id, state, provider, provider_id FROM trouble
 				UNION ALL
-				SELECT m.machine_id, CASE WHEN p.machine_id IS NULL THEN 'unprovided' ELSE 'healthy' END,
-				       coalesce(p.provider, ''), coalesce(p.provider_id, '')
-				` + provided + `
-				WHERE NOT EXISTS (SELECT 1 FROM trouble t WHERE t.machine_id = m.machine_id)
+				SELECT m.machine_id, 'unprovided', '', '' FROM machines m
+				WHERE NOT EXISTS (SELECT 1 FROM machine_provided p WHERE p.machine_id = m.machine_id)
+				  AND NOT EXISTS (SELECT 1 FROM trouble t WHERE t.machine_id = m.machine_id)
+				UNION ALL
+				(SELECT p.machine_id, 'healthy', p.provider, p.provider_id FROM machine_provided p
+				 WHERE NOT EXISTS (SELECT 1 FROM trouble t WHERE t.machine_id = p.machine_id)
+				 ORDER BY p.provider {dir}, p.provider_id {dir}
+				 LIMIT {window_end})
 			) k
 			ORDER BY array_position(ARRAY[` + strings.Join(names, ",") + `], state) %[1]s, provider %[1]s, provider_id %[1]s, machine_id %[1]s`, args, true
 	}
@@ -217,6 +234,10 @@ func keyedWindow(ctx context.Context, tx DB, o ListOptions, keys string, args []
 	th := thresholdsOrDefault(o.Thresholds)
 	args = append(slices.Clip(args), max(o.Limit, 1), max(o.Offset, 0))
 	q := fmt.Sprintf(keys, dir) + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+	q = strings.NewReplacer(
+		"{dir}", strings.TrimSuffix(dir, " NULLS LAST"), // the columns are NOT NULL; plain order matches the index
+		"{window_end}", fmt.Sprintf("($%d::bigint + $%d::bigint)", len(args)-1, len(args)),
+	).Replace(q)
 	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err

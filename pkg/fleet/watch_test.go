@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -71,6 +72,34 @@ func TestWatchKeyedOrderMatchesFullRows(t *testing.T) {
 			}
 			if len(full) != 1505 || !slices.Equal(ids(keyed), ids(full)) {
 				t.Errorf("sort %s desc %v: keyed order differs from the full rows' (%d and %d rows)", s, desc, len(keyed), len(full))
+			}
+		}
+	}
+	// Pages from the middle are slices of the full order, in both
+	// directions (the state order takes the healthy block from an index).
+	for _, s := range []Sort{SortState, SortProvider, SortHeartbeat} {
+		for _, desc := range []bool{false, true} {
+			for _, off := range []int{0, 40, 700, 1490} {
+				o := ListOptions{Sort: s, Descending: desc, Limit: 40, Offset: off}
+				keys, args, _ := keyQuery(s, o.Thresholds)
+				var keyed, full []MachineSummary
+				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					var err error
+					if keyed, err = keyedWindow(ctx, tx, o, keys, args); err != nil {
+						return err
+					}
+					order, _ := watchOrder(s, desc)
+					from, fargs := ListOptions{}.query()
+					rows, err := tx.Query(ctx, "SELECT "+summaryColumns+" FROM "+from+" ORDER BY "+order+fmt.Sprintf(" LIMIT 40 OFFSET %d", off), fargs...)
+					if err != nil {
+						return err
+					}
+					full, err = pgx.CollectRows(rows, scanSummary)
+					return err
+				})
+				if err != nil || !slices.Equal(ids(keyed), ids(full)) {
+					t.Errorf("sort %s desc %v offset %d: keyed page differs from the full rows' (%v)", s, desc, off, err)
+				}
 			}
 		}
 	}
