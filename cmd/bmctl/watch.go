@@ -35,9 +35,9 @@ with a periodic refresh for ages), for a second screen.
 
 Keys: ↑/↓ (j/k) move, enter shows a machine's tags, work, backoffs and history,
 esc goes back, / filters (words match id, provider id, address, location and
-work step; state:NAME and process:NAME narrow), : jumps to a machine (UUID,
-prefix or provider id), 1-8 sort by a column (again to reverse), p pauses
-updates, c copies the machine id, ? lists every key, q quits.
+work step, !text keeps the others; state:NAME and process:NAME narrow), : jumps
+to a machine (UUID, prefix or provider id), 1-8 sort by a column (again to
+reverse), p pauses updates, c copies the machine id, ? lists every key, q quits.
 
 Read-only unless --allow-actions: then b clears a machine's backoff and r asks
 Recovery to act on the machine now, each after a y/N confirmation and recorded
