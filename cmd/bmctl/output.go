@@ -35,9 +35,9 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// writeJSONList prints items as an indented JSON array (as writeJSON would,
-// "[]" when empty), one element at a time through a buffer, so a list of a
-// whole fleet is never held twice in memory or re-indented as one document.
+// writeJSONList prints items as a JSON array with one compact element per
+// line ("[]" when empty), streamed through a buffer: a whole fleet's list is
+// never held twice in memory, and each line is one object for grep and head.
 func writeJSONList[T any](w io.Writer, items []T) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteByte('[')
@@ -45,8 +45,8 @@ func writeJSONList[T any](w io.Writer, items []T) error {
 		if i > 0 {
 			bw.WriteByte(',')
 		}
-		bw.WriteString("\n  ")
-		b, err := json.MarshalIndent(items[i], "  ", "  ")
+		bw.WriteByte('\n')
+		b, err := json.Marshal(items[i])
 		if err != nil {
 			return err
 		}
@@ -162,39 +162,50 @@ func (t *table) writeFixed(w io.Writer, widths []int) error {
 }
 
 func (t *table) render(w io.Writer, widths []int) error {
-	var b strings.Builder
-	var l strings.Builder
+	var b, l []byte
 	line := func(cells []string) {
-		l.Reset()
+		l = l[:0]
 		last := len(cells) - 1
 		for i, c := range cells {
-			c = fit(c, widths[i])
-			l.WriteString(c)
+			n := utf8.RuneCountInString(c)
+			if n > widths[i] {
+				c, n = fit(c, widths[i]), widths[i]
+			}
+			l = append(l, c...)
 			if i < last {
-				l.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+colGap))
+				l = appendSpaces(l, widths[i]-n+colGap)
 			}
 		}
-		s := l.String()
 		if t.width > 0 {
-			s = fit(strings.TrimRight(s, " "), t.width)
+			l = append(l[:0], fit(strings.TrimRight(string(l), " "), t.width)...)
 		}
-		b.WriteString(s)
-		b.WriteByte('\n')
+		b = append(b, l...)
+		b = append(b, '\n')
 	}
 	if !t.noHeader {
 		line(t.headers)
 	}
 	for _, r := range t.rows {
 		line(r)
-		if b.Len() > 64<<10 {
-			if _, err := io.WriteString(w, b.String()); err != nil {
+		if len(b) > 64<<10 {
+			if _, err := w.Write(b); err != nil {
 				return err
 			}
-			b.Reset()
+			b = b[:0]
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := w.Write(b)
 	return err
+}
+
+const spaces = "                                                                "
+
+func appendSpaces(b []byte, n int) []byte {
+	for n > len(spaces) {
+		b = append(b, spaces...)
+		n -= len(spaces)
+	}
+	return append(b, spaces[:n]...)
 }
 
 // jsonLine prints v as one line of JSON (JSON Lines, for streams).
@@ -280,25 +291,26 @@ func age(t, now time.Time) string {
 // "" under a second.
 func span(d time.Duration) string {
 	secs := int64(d / time.Second)
+	unit := func(n int64, u string) string { return strconv.FormatInt(n, 10) + u }
 	switch {
 	case secs < 1:
 		return ""
 	case secs < 60:
-		return fmt.Sprintf("%ds", secs)
+		return unit(secs, "s")
 	case secs < 3600:
-		return fmt.Sprintf("%dm", secs/60)
+		return unit(secs/60, "m")
 	case secs < 86400:
 		h, m := secs/3600, secs%3600/60
 		if m == 0 {
-			return fmt.Sprintf("%dh", h)
+			return unit(h, "h")
 		}
-		return fmt.Sprintf("%dh%dm", h, m)
+		return unit(h, "h") + unit(m, "m")
 	default:
 		dd, h := secs/86400, secs%86400/3600
 		if h == 0 {
-			return fmt.Sprintf("%dd", dd)
+			return unit(dd, "d")
 		}
-		return fmt.Sprintf("%dd%dh", dd, h)
+		return unit(dd, "d") + unit(h, "h")
 	}
 }
 

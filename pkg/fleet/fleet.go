@@ -8,6 +8,8 @@
 package fleet
 
 import (
+	"encoding/hex"
+
 	"github.com/google/uuid"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -18,4 +20,4 @@ type DB = bmdb.DBTX
 
 // ShortID is the first eight hex digits of a machine or session id, enough to
 // name one in a fleet of tens of thousands (and accepted back as a prefix).
-func ShortID(id uuid.UUID) string { return id.String()[:8] }
+func ShortID(id uuid.UUID) string { return hex.EncodeToString(id[:4]) }
