@@ -129,7 +129,9 @@ field.`,
 	f.StringVar(&o.Provider, "provider", "", "only machines of this provider")
 	f.StringVar(&o.Location, "location", "", "only machines at this location")
 	f.StringVar(&o.Match, "match", "", "only machines whose id, provider id, address, location or work detail contains this text")
-	f.StringVar(&sortBy, "sort", string(fleet.SortProvider), "order: id, provider, location, state, since, heartbeat, created")
+	// Id order is the default: it is the first column, what operators type
+	// back as a prefix, and the cheapest order over a whole fleet.
+	f.StringVar(&sortBy, "sort", string(fleet.SortID), "order: id, provider, location, state, since, heartbeat, created")
 	f.BoolVar(&o.Descending, "desc", false, "reverse the order")
 	f.IntVar(&o.Limit, "limit", 0, "at most this many machines (0: all)")
 	f.IntVar(&o.Offset, "offset", 0, "skip this many machines first (with --limit, for pages)")

@@ -49,12 +49,12 @@ func seedViews(t *testing.T) (f *fleetDB, ids map[string]uuid.UUID) {
 func TestMachinesList(t *testing.T) {
 	f, ids := seedViews(t)
 
-	out := f.ok("machines", "list")
+	out := f.ok("machines", "list", "--sort", "provider")
 	rows := outLines(out)
 	if len(rows) != 6 || !strings.HasPrefix(rows[0], "MACHINE ") {
 		t.Fatalf("machines list:\n%s", out)
 	}
-	// Sorted by provider id; states and work as seeded.
+	// Sorted by provider and provider id; states and work as seeded.
 	for i, want := range []string{"srv-backoff .* backed_off .* AgentStart in ", "srv-healthy .* healthy", "srv-new .* new", "srv-stale .* heartbeat_stale", "srv-starting .* agent_starting .* AgentStart: uploading agent"} {
 		parts := strings.Split(want, " .* ")
 		for _, p := range parts {
@@ -102,7 +102,7 @@ func TestMachinesList(t *testing.T) {
 	if len(list) != 0 {
 		t.Errorf("unknown provider lists machines: %v", list)
 	}
-	decodeJSON(t, f.ok("machines", "list", "-o", "json", "--limit", "2", "--offset", "1"), &list)
+	decodeJSON(t, f.ok("machines", "list", "-o", "json", "--sort", "provider", "--limit", "2", "--offset", "1"), &list)
 	if len(list) != 2 || list[0]["provider_id"] != "srv-healthy" {
 		t.Errorf("page 2 of 2: %v", list)
 	}
