@@ -49,8 +49,11 @@ func newRootCmd(io streams) *cobra.Command {
 	root.SetOut(io.Out)
 	root.SetErr(io.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.PersistentFlags().StringVar(&a.dbURL, "db", os.Getenv("BMCTL_DATABASE_URL"),
+	root.PersistentFlags().StringVar(&a.dbURL, "db", "",
 		"BMDB connection URL (env BMCTL_DATABASE_URL); default: the embedded local database")
+	// Taken from the environment after the flag is defined, so that --help
+	// never prints a URL that may hold a password.
+	a.dbURL = os.Getenv("BMCTL_DATABASE_URL")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", envOr("BMCTL_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BMCTL_LOG_LEVEL)")
 	for _, c := range commands {
 		root.AddCommand(c(a))
