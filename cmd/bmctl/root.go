@@ -140,6 +140,7 @@ func (a *app) databaseURL(ctx context.Context) (string, error) {
 		return a.dbURL, nil
 	}
 	c := embeddedCluster()
+	url := c.URL(embeddedDB)
 	if !c.Running() {
 		fmt.Fprintf(a.Err, "bmctl: no database configured (--db / BMCTL_DATABASE_URL); starting the embedded one in %s\n", c.Dir)
 		if err := c.Start(ctx); err != nil {
@@ -149,7 +150,6 @@ func (a *app) databaseURL(ctx context.Context) (string, error) {
 	if err := c.CreateDatabase(ctx, embeddedDB); err != nil {
 		return "", err
 	}
-	url := c.URL(embeddedDB)
 	if err := bmdb.MigrateUp(url); err != nil {
 		return "", err
 	}
@@ -158,6 +158,17 @@ func (a *app) databaseURL(ctx context.Context) (string, error) {
 
 // connect opens BMDB, refusing a schema that is not the one this binary knows.
 func (a *app) connect(ctx context.Context) (*bmdb.Conn, error) {
+	if a.dbURL == "" {
+		// The common case first: the embedded database is up and current.
+		if c := embeddedCluster(); c.Running() {
+			if conn, err := bmdb.Open(ctx, c.URL(embeddedDB)); err == nil {
+				if conn.CheckSchema(ctx) == nil {
+					return conn, nil
+				}
+				conn.Close()
+			}
+		}
+	}
 	url, err := a.databaseURL(ctx)
 	if err != nil {
 		return nil, err
@@ -166,7 +177,7 @@ func (a *app) connect(ctx context.Context) (*bmdb.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := bmdb.CheckSchema(url); err != nil {
+	if err := conn.CheckSchema(ctx); err != nil {
 		conn.Close()
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package bmdb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,8 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/bmctl/bmctl/migrations"
 )
@@ -188,6 +191,32 @@ func CheckSchema(url string) error {
 	}
 	if len(st.Pending) > 0 {
 		return fmt.Errorf("schema is at version %d, %d migration(s) pending: run 'bmctl migrate up'", st.Version, len(st.Pending))
+	}
+	return nil
+}
+
+// CheckSchema is CheckSchema over an open connection: one query instead of a
+// migrator's own connection, for commands that start often.
+func (c *Conn) CheckSchema(ctx context.Context) error {
+	var version int64
+	var dirty bool
+	err := c.Pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations LIMIT 1`).Scan(&version, &dirty)
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pe) && pe.Code == "42P01"):
+		return errors.New("schema is not migrated: run 'bmctl migrate up'")
+	case err != nil:
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	vs := Versions()
+	latest := vs[len(vs)-1]
+	switch {
+	case dirty:
+		return fmt.Errorf("%w at version %d: a migration failed half-way; repair the schema by hand, then run 'bmctl migrate force N' with the version it is really at", ErrDirty, version)
+	case uint(version) > latest:
+		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade bmctl", ErrTooNew, version, latest)
+	case uint(version) < latest:
+		return fmt.Errorf("schema is at version %d, %d migration(s) pending: run 'bmctl migrate up'", version, latest-uint(version))
 	}
 	return nil
 }

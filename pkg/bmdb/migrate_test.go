@@ -195,7 +195,12 @@ func TestDirtySchemaIsReportedNotFixed(t *testing.T) {
 	if _, err := raw.Exec(context.Background(), `UPDATE schema_migrations SET dirty = true`); err != nil {
 		t.Fatal(err)
 	}
-	for name, err := range map[string]error{"up": m.Up(), "down": m.Down(1), "check": bmdb.CheckSchema(url)} {
+	conn, err := bmdb.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for name, err := range map[string]error{"up": m.Up(), "down": m.Down(1), "check": bmdb.CheckSchema(url), "conn check": conn.CheckSchema(context.Background())} {
 		if !errors.Is(err, bmdb.ErrDirty) || !strings.Contains(err.Error(), "migrate force") {
 			t.Errorf("%s on dirty schema = %v, want ErrDirty with advice", name, err)
 		}
@@ -210,5 +215,15 @@ func TestDirtySchemaIsReportedNotFixed(t *testing.T) {
 	}
 	if err := bmdb.CheckSchema(url); !errors.Is(err, bmdb.ErrTooNew) {
 		t.Fatalf("CheckSchema on newer schema = %v, want ErrTooNew", err)
+	}
+	if err := conn.CheckSchema(context.Background()); !errors.Is(err, bmdb.ErrTooNew) {
+		t.Fatalf("Conn.CheckSchema on newer schema = %v, want ErrTooNew", err)
+	}
+	// Behind: pending migrations.
+	if _, err := raw.Exec(context.Background(), `UPDATE schema_migrations SET version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.CheckSchema(context.Background()); err == nil || !strings.Contains(err.Error(), "migrate up") {
+		t.Fatalf("Conn.CheckSchema on an old schema = %v, want advice to migrate up", err)
 	}
 }
