@@ -26,20 +26,22 @@ func TestHistoryAgentStartAndRecovery(t *testing.T) {
 	f.add("srv-2", "fra1") // another machine, whose history must not show
 
 	agentStart := func(tx pgx.Tx) ([]uuid.UUID, error) { return bmdb.AgentStartCandidates(ctx, tx, 10) }
+	// claim takes the machine under test, which must be among the real
+	// candidates; the other machine is left alone (offering it would claim
+	// it first whenever its id sorts first).
 	claim := func(process bmdb.Process, candidates func(pgx.Tx) ([]uuid.UUID, error)) *bmdb.Work {
 		t.Helper()
-		for {
-			w, err := s.Work(ctx, process, candidates)
-			if err != nil {
-				t.Fatalf("claiming %s: %v", process, err)
+		w, err := s.Work(ctx, process, func(tx pgx.Tx) ([]uuid.UUID, error) {
+			ids, err := candidates(tx)
+			if containsID(ids, id) {
+				return []uuid.UUID{id}, err
 			}
-			if w.Machine == id {
-				return w
-			}
-			if err := w.Cancel(ctx, "not the machine under test"); err != nil {
-				t.Fatal(err)
-			}
+			return nil, err
+		})
+		if err != nil {
+			t.Fatalf("claiming %s of the machine under test: %v", process, err)
 		}
+		return w
 	}
 	w := claim(bmdb.ProcessShepherdAgentStart, onlyMachine(id))
 	if err := w.Fail(ctx, &bmdb.AgentStartBackoff, "ssh: connection refused"); err != nil {
