@@ -64,9 +64,6 @@ from its interval; --active shows only the unexpired ones.`,
 				return err
 			}
 			if format == "json" {
-				if list == nil {
-					list = []fleet.BackoffInfo{}
-				}
 				return writeJSONList(a.Out, list)
 			}
 			return a.printTable(backoffTable(list, time.Now()))

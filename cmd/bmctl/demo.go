@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/term"
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
@@ -151,28 +150,25 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 func (a *app) demoDatabase(ctx context.Context, fresh bool) (string, error) {
 	url := a.dbURL
 	if url == "" {
-		c := embeddedCluster()
-		if !c.Running() {
-			fmt.Fprintf(a.Err, "bmctl: starting the embedded database in %s\n", c.Dir)
-			if err := c.Start(ctx); err != nil {
-				return "", err
-			}
+		var err error
+		if url, err = a.embedded(ctx, demoDB); err != nil {
+			return "", err
 		}
 		if fresh {
+			c := embeddedCluster()
 			admin, err := pgx.Connect(ctx, c.URL("postgres"))
 			if err != nil {
 				return "", err
 			}
-			_, err = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+demoDB+" WITH (FORCE)")
+			_, err = admin.Exec(ctx, "DROP DATABASE "+demoDB+" WITH (FORCE)")
 			admin.Close(ctx)
 			if err != nil {
 				return "", err
 			}
+			if err := c.CreateDatabase(ctx, demoDB); err != nil {
+				return "", err
+			}
 		}
-		if err := c.CreateDatabase(ctx, demoDB); err != nil {
-			return "", err
-		}
-		url = c.URL(demoDB)
 	} else if fresh {
 		return "", usageError{errors.New("--fresh empties only the embedded demo database; with --db, empty your database yourself")}
 	}
@@ -187,13 +183,5 @@ func (a *app) demoWatch(ctx context.Context, conn *bmdb.Conn, log *slog.Logger) 
 		Refresh: 2 * time.Second,
 		Log:     log,
 	})
-	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(a.Out.(*os.File))}
-	if in, ok := a.In.(*os.File); ok {
-		opts = append(opts, tea.WithInput(in))
-	}
-	_, err := tea.NewProgram(model, opts...).Run()
-	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return a.runView(ctx, a.Out.(*os.File), model)
 }

@@ -96,9 +96,6 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 			return err
 		}
 		if format == "json" {
-			if events == nil {
-				events = []fleet.HistoryEvent{}
-			}
 			return writeJSONList(a.Out, events)
 		}
 		if len(events) == 0 {

@@ -115,9 +115,6 @@ field.`,
 				return err
 			}
 			if format == "json" {
-				if list == nil {
-					list = []fleet.MachineSummary{}
-				}
 				return writeJSONList(a.Out, list)
 			}
 			return a.printTable(machinesTable(list, time.Now(), format == "wide"))

@@ -23,7 +23,7 @@ func newMigrateCmd(a *app) *cobra.Command {
 			url := a.dbURL
 			if url == "" {
 				var err error
-				if url, err = a.embeddedURLNoMigrate(cmd); err != nil {
+				if url, err = a.embedded(cmd.Context(), embeddedDB); err != nil {
 					return err
 				}
 			}
@@ -117,20 +117,4 @@ func newMigrateCmd(a *app) *cobra.Command {
 	}
 	cmd.AddCommand(status, up, down, force)
 	return cmd
-}
-
-// embeddedURLNoMigrate starts the embedded database without migrating it, so
-// that migrate commands act on it as they would on any other.
-func (a *app) embeddedURLNoMigrate(cmd *cobra.Command) (string, error) {
-	c := embeddedCluster()
-	if !c.Running() {
-		fmt.Fprintf(a.Err, "bmctl: no database configured; starting the embedded one in %s\n", c.Dir)
-		if err := c.Start(cmd.Context()); err != nil {
-			return "", err
-		}
-	}
-	if err := c.CreateDatabase(cmd.Context(), embeddedDB); err != nil {
-		return "", err
-	}
-	return c.URL(embeddedDB), nil
 }

@@ -139,21 +139,27 @@ func (a *app) databaseURL(ctx context.Context) (string, error) {
 	if a.dbURL != "" {
 		return a.dbURL, nil
 	}
+	url, err := a.embedded(ctx, embeddedDB)
+	if err != nil {
+		return "", err
+	}
+	return url, bmdb.MigrateUp(url)
+}
+
+// embedded starts the embedded cluster if it is not running, saying where,
+// and returns the URL of its database db, created if missing (not migrated).
+func (a *app) embedded(ctx context.Context, db string) (string, error) {
 	c := embeddedCluster()
-	url := c.URL(embeddedDB)
 	if !c.Running() {
 		fmt.Fprintf(a.Err, "bmctl: no database configured (--db / BMCTL_DATABASE_URL); starting the embedded one in %s\n", c.Dir)
 		if err := c.Start(ctx); err != nil {
 			return "", err
 		}
 	}
-	if err := c.CreateDatabase(ctx, embeddedDB); err != nil {
+	if err := c.CreateDatabase(ctx, db); err != nil {
 		return "", err
 	}
-	if err := bmdb.MigrateUp(url); err != nil {
-		return "", err
-	}
-	return url, nil
+	return c.URL(db), nil
 }
 
 // connect opens BMDB, refusing a schema that is not the one this binary knows.

@@ -44,9 +44,6 @@ sweep records its work as lost.`,
 				return err
 			}
 			if format == "json" {
-				if sessions == nil {
-					sessions = []fleet.SessionInfo{}
-				}
 				return writeJSONList(a.Out, sessions)
 			}
 			return a.printTable(sessionsTable(sessions, time.Now()))

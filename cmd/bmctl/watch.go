@@ -83,15 +83,7 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 				Jump:         machine,
 				Log:          log,
 			})
-			opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(out)}
-			if in, ok := a.In.(*os.File); ok {
-				opts = append(opts, tea.WithInput(in))
-			}
-			_, err = tea.NewProgram(model, opts...).Run()
-			if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
-				return nil // interrupted by a signal
-			}
-			return err
+			return a.runView(ctx, out, model)
 		},
 	}
 	f := cmd.Flags()
@@ -102,6 +94,20 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 	f.StringVar(&machine, "machine", "", "start with the cursor on this machine (UUID, prefix or provider id)")
 	thresholds.register(cmd)
 	return cmd
+}
+
+// runView runs a full-screen view on out until it quits or ctx ends (a
+// signal), which is not an error.
+func (a *app) runView(ctx context.Context, out *os.File, model tea.Model) error {
+	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(out)}
+	if in, ok := a.In.(*os.File); ok {
+		opts = append(opts, tea.WithInput(in))
+	}
+	_, err := tea.NewProgram(model, opts...).Run()
+	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // watchLogger logs to a file, since the screen belongs to the view.
