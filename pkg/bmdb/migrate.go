@@ -111,13 +111,34 @@ func (m *Migrator) check() error {
 	if err != nil {
 		return err
 	}
-	if st.Dirty {
+	return st.problem(false)
+}
+
+// problem says what is wrong with a schema and what to do about it: dirty,
+// newer than this binary, or (when current is required) behind.
+func (st MigrationStatus) problem(requireCurrent bool) error {
+	switch {
+	case st.Dirty:
 		return fmt.Errorf("%w at version %d: a migration failed half-way; repair the schema by hand, then run 'bmctl migrate force N' with the version it is really at", ErrDirty, st.Version)
-	}
-	if st.Version > st.Latest {
+	case st.Version > st.Latest:
 		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade bmctl", ErrTooNew, st.Version, st.Latest)
+	case requireCurrent && st.Version == 0:
+		return errors.New("schema is not migrated: run 'bmctl migrate up'")
+	case requireCurrent && st.Version < st.Latest:
+		return fmt.Errorf("schema is at version %d, %d migration(s) pending: run 'bmctl migrate up'", st.Version, len(Versions())-versionIndex(st.Version))
 	}
 	return nil
+}
+
+// versionIndex is how many embedded migrations are at or below v.
+func versionIndex(v uint) int {
+	n := 0
+	for _, x := range Versions() {
+		if x <= v {
+			n++
+		}
+	}
+	return n
 }
 
 // Up applies every pending migration.
@@ -182,17 +203,11 @@ func CheckSchema(url string) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.check(); err != nil {
-		return err
-	}
 	st, err := m.Status()
 	if err != nil {
 		return err
 	}
-	if len(st.Pending) > 0 {
-		return fmt.Errorf("schema is at version %d, %d migration(s) pending: run 'bmctl migrate up'", st.Version, len(st.Pending))
-	}
-	return nil
+	return st.problem(true)
 }
 
 // CheckSchema is CheckSchema over an open connection: one query instead of a
@@ -204,19 +219,10 @@ func (c *Conn) CheckSchema(ctx context.Context) error {
 	var pe *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pe) && pe.Code == "42P01"):
-		return errors.New("schema is not migrated: run 'bmctl migrate up'")
+		version, dirty = 0, false
 	case err != nil:
 		return fmt.Errorf("reading the schema version: %w", err)
 	}
 	vs := Versions()
-	latest := vs[len(vs)-1]
-	switch {
-	case dirty:
-		return fmt.Errorf("%w at version %d: a migration failed half-way; repair the schema by hand, then run 'bmctl migrate force N' with the version it is really at", ErrDirty, version)
-	case uint(version) > latest:
-		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade bmctl", ErrTooNew, version, latest)
-	case uint(version) < latest:
-		return fmt.Errorf("schema is at version %d, %d migration(s) pending: run 'bmctl migrate up'", version, latest-uint(version))
-	}
-	return nil
+	return MigrationStatus{Version: uint(version), Dirty: dirty, Latest: vs[len(vs)-1]}.problem(true)
 }
