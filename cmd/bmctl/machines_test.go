@@ -77,7 +77,7 @@ func TestMachinesList(t *testing.T) {
 	}
 
 	var list []map[string]any
-	decodeJSON(t, f.ok("machines", "list", "-o", "json", "--state", "backed_off,heartbeat_stale"), &list)
+	decodeJSON(t, f.ok("machines", "list", "-o", "json", "--sort", "provider", "--state", "backed_off,heartbeat_stale"), &list)
 	if len(list) != 2 {
 		t.Fatalf("json state filter: %v", list)
 	}
