@@ -161,10 +161,17 @@ func TestFailBacksOffAndFinishResets(t *testing.T) {
 	s := session(t, conn, "test", 0)
 	policy := bmdb.Backoff{Initial: time.Second, Maximum: time.Hour, Exponent: 1.1}
 
+	// failedAt is the database's clock just before a Fail: the backoff it
+	// writes runs from no earlier than that. Asking whether backoff_until is
+	// still ahead of now() when the check runs would fail whenever the check
+	// came a full interval (one second) after the Fail on a loaded machine.
+	var failedAt time.Time
 	lastInterval := func() (int64, bool) {
 		var secs int64
 		var future bool
-		err := conn.Pool.QueryRow(ctx, `SELECT backoff_last_interval_seconds, backoff_until > now() FROM work_backoff WHERE machine_id = $1`, ids[0]).Scan(&secs, &future)
+		err := conn.Pool.QueryRow(ctx, `SELECT backoff_last_interval_seconds,
+			backoff_until >= $2::timestamptz + backoff_last_interval_seconds * interval '1 second'
+			FROM work_backoff WHERE machine_id = $1`, ids[0], failedAt).Scan(&secs, &future)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return 0, false
 		}
@@ -178,6 +185,9 @@ func TestFailBacksOffAndFinishResets(t *testing.T) {
 	for i, want := range []int64{1, 2, 3, 4} {
 		w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.Pool.QueryRow(ctx, `SELECT now()`).Scan(&failedAt); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Fail(ctx, &policy, "boom"); err != nil {
