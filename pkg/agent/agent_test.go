@@ -91,10 +91,18 @@ func (e *endpoint) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Restarted, the endpoint listens on the address the agent knows. Another
+	// process on this machine may have been handed that port meanwhile (the
+	// kernel gives out freed ports to listeners asking for any): wait for it.
+	var ln net.Listener
+	waitFor(t, "the endpoint's address "+e.addr, func() bool {
+		var err error
+		ln, err = net.Listen("tcp", e.addr)
+		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
 	e.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := heartbeat.New(heartbeat.Config{Pool: e.conn.Pool, Interval: 200 * time.Millisecond})
