@@ -157,7 +157,12 @@ func (w *world) agentExec(pid string) sshsim.ExecFunc {
 			_, _ = io.WriteString(stderr, "want \"<path> agent\"\n")
 			return 2
 		}
-		a, err := agent.Takeover(ctx, stdin, stdout, agent.Options{Logger: w.log.With("component", "agent", "machine_pid", pid)})
+		// Interval is the agent's pace until the endpoint names one, which
+		// caps its retries while the shepherd has yet to record the key: at
+		// the default 30s they would back off past noHeartbeatStart whenever
+		// the shepherd took a second or two to record it, and Recovery
+		// would reboot a machine whose agent is fine.
+		a, err := agent.Takeover(ctx, stdin, stdout, agent.Options{Logger: w.log.With("component", "agent", "machine_pid", pid), Interval: heartbeatInterval})
 		if err != nil {
 			return 1
 		}
