@@ -369,7 +369,11 @@ func TestRebootGivesUp(t *testing.T) {
 	// The caller's bound (the shepherd's reboot timeout) may end the wait first.
 	w.emu.SetStates(id, "active")
 	w.emu.SetRebootStates("active")
-	short, cancel := context.WithTimeout(ctx, 80*time.Millisecond)
+	// Long enough for the GET and the POST before the wait even under the
+	// race detector on a loaded machine (80ms left no room: a slow GET or
+	// POST fails with the deadline before the wait starts), still far below
+	// the provider's hour, and under a second so the message says ms.
+	short, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
 	p2 := w.provider(t, func(c *equinix.Config) { c.RebootTimeout = time.Hour; c.PollInterval = 5 * time.Millisecond })
 	err = p2.Reboot(short, id)
