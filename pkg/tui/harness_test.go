@@ -38,6 +38,8 @@ type screen struct {
 	frame  string // the latest frame, without colour
 	model  Model
 	frames int
+	shown  []string // every frame so far, in order: shown[i] is frame i+1
+	escs   int      // ESC key presses the model has handled
 }
 
 // recorder wraps the model to record each frame after each update.
@@ -51,17 +53,22 @@ func (r recorder) Init() tea.Cmd { return r.m.Init() }
 func (r recorder) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	next, cmd := r.m.Update(msg)
 	m := next.(Model)
-	r.s.record(m)
+	k, isKey := msg.(tea.KeyPressMsg)
+	r.s.record(m, isKey && k.String() == "esc")
 	return recorder{m: m, s: r.s}, cmd
 }
 
 func (r recorder) View() tea.View { return r.m.View() }
 
-func (s *screen) record(m Model) {
+func (s *screen) record(m Model, esc bool) {
 	frame := ansi.Strip(m.Render())
 	s.mu.Lock()
 	s.frame, s.model = frame, m
 	s.frames++
+	s.shown = append(s.shown, frame)
+	if esc {
+		s.escs++
+	}
 	s.mu.Unlock()
 	s.cond.Broadcast()
 }
@@ -128,6 +135,25 @@ func (s *screen) waitText(texts ...string) string {
 	return f
 }
 
+// waitShown waits until some frame after the first since frames (see
+// frameCount) contained every one of texts, even if a later frame already
+// replaced it: for states the screen shows only for a moment.
+func (s *screen) waitShown(since int, texts ...string) {
+	s.t.Helper()
+	s.waitFor(strings.Join(texts, " and ")+" (at any time)", func(string, Model) bool {
+	frames:
+		for _, f := range s.shown[since:] {
+			for _, t := range texts {
+				if !strings.Contains(f, t) {
+					continue frames
+				}
+			}
+			return true
+		}
+		return false
+	})
+}
+
 // waitIdle waits until the model has data and no query in flight or owed.
 func (s *screen) waitIdle(what string, ok func(frame string, m Model) bool) (string, Model) {
 	s.t.Helper()
@@ -150,14 +176,16 @@ func (s *screen) press(keys ...string) {
 		if !ok {
 			b = k
 		}
+		escs := s.escCount()
 		if _, err := s.keys.Write([]byte(b)); err != nil {
 			s.t.Fatalf("typing %q: %v", k, err)
 		}
 		if k == "esc" {
 			// A lone ESC is told apart from the start of a sequence by a
-			// pause; wait until the model has seen it.
-			n := s.frameCount()
-			s.waitFor("esc handled", func(string, Model) bool { return s.frames > n })
+			// pause; wait until the model has handled it as ESC, so the
+			// next key is not read as part of it. (Any new frame would not
+			// do: the clock's tick or a query's answer makes frames too.)
+			s.waitFor("esc handled", func(string, Model) bool { return s.escs > escs })
 		}
 	}
 }
@@ -166,6 +194,12 @@ func (s *screen) frameCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.frames
+}
+
+func (s *screen) escCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.escs
 }
 
 // golden compares a frame with testdata/name.golden, or rewrites it with

@@ -83,14 +83,16 @@ func TestConnectionLost(t *testing.T) {
 	s.waitIdle("live", func(_ string, m Model) bool { return m.listenState == "live" })
 
 	ctx := context.Background()
+	// The lost state shows only until the listener reconnects (a quarter
+	// second later): look for it among every frame since the kill.
+	since := s.frameCount()
 	var killed int
 	err := conn.Pool.QueryRow(ctx, `
-		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`).Scan(&killed)
+		SELECT count(pg_terminate_backend(listener_pid)) FROM change_listeners`).Scan(&killed)
 	if err != nil || killed != 1 {
 		t.Fatalf("terminating the listener: %d, %v", killed, err)
 	}
-	s.waitText("connection lost, retrying")
+	s.waitShown(since, "connection lost, retrying")
 	// A change made while the listener reconnects is not lost.
 	if _, err := bmdb.AddProvidedMachine(ctx, conn.Pool, bmdb.ProvidedMachine{Provider: "sim", ProviderID: "during"}); err != nil {
 		t.Fatal(err)
