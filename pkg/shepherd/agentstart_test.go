@@ -119,17 +119,32 @@ func TestAgentStartFailuresBackOffAndRetry(t *testing.T) {
 		if _, ok := hasEvent([]event{failed}, bmdb.ProcessShepherdAgentStart, bmdb.EventFailed, mb.cause...); !ok {
 			t.Errorf("%s: history %s\nwant the first failure's cause to hold %q", mb.name, events(e.history(id)), mb.cause)
 		}
-		if n := counterValue(metrics.Failures.WithLabelValues("ShepherdAgentStart", string(mb.class))); n < 1 {
-			t.Errorf("%s: no failure counted with class %s", mb.name, mb.class)
-		}
-		var until time.Time
-		var interval int
-		var cause string
+		// The shepherd counts the failure after BMDB recorded it.
+		waitFor(t, mb.name+": the failure counted with class "+string(mb.class), func() bool {
+			return counterValue(metrics.Failures.WithLabelValues("ShepherdAgentStart", string(mb.class))) >= 1
+		})
+		// The backoff follows the loop's policy: 2s after the first failure.
+		// The machine may have failed again after that backoff before this
+		// reads it, so the interval is checked against the failures of the
+		// same snapshot, and the cause against the latest of them.
+		var interval int64
+		var failures int
+		var cause, lastCause string
 		err := e.conn.Pool.QueryRow(context.Background(), `
-			SELECT backoff_until, backoff_last_interval_seconds, backoff_cause FROM work_backoff
-			WHERE machine_id = $1 AND process = 'ShepherdAgentStart'`, id).Scan(&until, &interval, &cause)
-		if err != nil || interval != 2 || cause != failed.Cause {
-			t.Errorf("%s: backoff interval %d cause %q (%v); want 2s and the failure's cause", mb.name, interval, cause, err)
+			SELECT b.backoff_last_interval_seconds, b.backoff_cause,
+			       (SELECT count(*) FROM work_history h WHERE h.machine_id = b.machine_id
+			        AND h.process = 'ShepherdAgentStart' AND h.event = 'Failed'),
+			       (SELECT h.cause FROM work_history h WHERE h.machine_id = b.machine_id
+			        AND h.process = 'ShepherdAgentStart' AND h.event = 'Failed' ORDER BY h.work_history_id DESC LIMIT 1)
+			FROM work_backoff b
+			WHERE b.machine_id = $1 AND b.process = 'ShepherdAgentStart'`, id).Scan(&interval, &cause, &failures, &lastCause)
+		var want int64
+		for range failures {
+			want = testBackoff.Next(want)
+		}
+		if err != nil || failures < 1 || interval != want || cause != lastCause {
+			t.Errorf("%s: backoff interval %ds cause %q after %d failures (%v); want %ds (2s after the first) and the latest failure's cause %q",
+				mb.name, interval, cause, failures, err, want, lastCause)
 		}
 		// Behave again; the retry must come after the backoff.
 		s.m.SetOnExec(nil)
