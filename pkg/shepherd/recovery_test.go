@@ -72,6 +72,10 @@ func TestRecoveryRebootsStaleMachineThroughStaticProvider(t *testing.T) {
 
 	// The agent starts, heart-beats once, then goes silent.
 	recovery := e.recovery()
+	// Only the stale heartbeat may bring Recovery: with the 1s no-heartbeat
+	// rule, a heartbeat this test sends a second late would find the agent
+	// already recovered.
+	recovery.Thresholds.NoHeartbeatAfterStart = time.Hour
 	stop := e.run(shepherd.Config{Providers: []shepherd.Provider{p}, AgentStart: e.agentStart(), Recovery: recovery})
 	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
 	first := m.AgentKey()
