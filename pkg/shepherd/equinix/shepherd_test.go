@@ -244,9 +244,15 @@ func TestShepherdRecoversThroughMetalReboot(t *testing.T) {
 	w := newWorld(t)
 	w.emu.AddReservations(w.project, 1, small)
 	sims := simulate(t, w.emu)
+	// The machine is power-cycled before Metal answers the reboot action,
+	// so it is up again before the device reads active: a cycle left to run
+	// on its own could still be off (or not yet off) when AgentStart dials
+	// after Recovery, and a refused dial backs off for minutes.
 	w.emu.OnReboot(func(d metalemu.DeviceView) {
 		if m := sims.machine(d.ID); m != nil {
-			go func() { _ = m.PowerCycle(context.Background(), 20*time.Millisecond) }()
+			if err := m.PowerCycle(context.Background(), 20*time.Millisecond); err != nil {
+				t.Errorf("power-cycling the machine of device %s: %v", d.ID, err)
+			}
 		}
 	})
 	conn := openDB(t)
