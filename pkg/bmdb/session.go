@@ -166,13 +166,20 @@ func (s *Session) Close(ctx context.Context) error {
 // ErrSessionExpired if the session is dead, and retries fn on serialization
 // failures and deadlocks, so fn must be safe to run more than once.
 func (s *Session) Transact(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	for attempt := 0; ; attempt++ {
-		err := pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
+	return s.retrying(func() error {
+		return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
 			if err := s.checkAlive(ctx, tx); err != nil {
 				return err
 			}
 			return fn(tx)
 		})
+	})
+}
+
+// retrying runs op again on serialization failures and deadlocks.
+func (s *Session) retrying(op func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := op()
 		if attempt < 10 && retryable(err) {
 			time.Sleep(time.Duration(rand.IntN(5*(attempt+1))) * time.Millisecond)
 			continue

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Work is a lock on a machine held by a session for a process. It must end
@@ -29,32 +30,51 @@ type Work struct {
 // candidate could be claimed.
 func (s *Session) Work(ctx context.Context, process Process, candidates func(tx pgx.Tx) ([]uuid.UUID, error)) (*Work, error) {
 	var claimed uuid.UUID
-	err := s.Transact(ctx, func(tx pgx.Tx) error {
-		claimed = uuid.Nil
-		ids, err := candidates(tx)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			// Claim and record it in one statement: one round trip less
-			// per claim. The history row exists only if the claim did.
-			tag, err := tx.Exec(ctx, `
-				WITH claimed AS (
-					INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, $3)
-					ON CONFLICT DO NOTHING
-					RETURNING machine_id, process)
-				INSERT INTO work_history (machine_id, process, event, session_id, session_component, session_host)
-				SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed`,
-				id, s.id, process, s.component, s.host)
+	err := s.retrying(func() error {
+		return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
+			claimed = uuid.Nil
+			ids, err := candidates(tx)
 			if err != nil {
-				return fmt.Errorf("claiming machine %s: %w", id, err)
+				return err
 			}
-			if tag.RowsAffected() == 1 {
-				claimed = id
-				return nil
+			for _, id := range ids {
+				// One statement checks the session, claims and records the
+				// claim: the history row exists only if the claim did. The
+				// insert's foreign key locks the session row, so the sweep
+				// cannot delete it under a claim.
+				var alive, ok bool
+				err := tx.QueryRow(ctx, `
+					WITH alive AS (
+						SELECT session_id FROM sessions WHERE session_id = $2 AND session_deadline > now()
+					), claimed AS (
+						INSERT INTO work (machine_id, session_id, process) SELECT $1::uuid, session_id, $3::process FROM alive
+						ON CONFLICT DO NOTHING
+						RETURNING machine_id, process
+					), logged AS (
+						INSERT INTO work_history (machine_id, process, event, session_id, session_component, session_host)
+						SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed
+						RETURNING 1
+					)
+					SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM logged)`,
+					id, s.id, process, s.component, s.host).Scan(&alive, &ok)
+				var pe *pgconn.PgError
+				switch {
+				case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
+					// Closed while claiming: the row went after the check.
+					s.markExpired()
+					return ErrSessionExpired
+				case err != nil:
+					return fmt.Errorf("claiming machine %s: %w", id, err)
+				case !alive:
+					s.markExpired()
+					return ErrSessionExpired
+				case ok:
+					claimed = id
+					return nil
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -81,40 +101,59 @@ func (w *Work) SetDetail(ctx context.Context, detail string) error {
 	})
 }
 
-// end releases the work in one transaction: fn runs first (its changes land
-// together with the release), then the work row is deleted, ev recorded and,
-// with clearBackoff, the process's backoff deleted, all in one statement (one
-// round trip). If the work is no longer held, nothing of it is committed.
+// end releases the work: fn runs first (its changes land together with the
+// release), then one statement checks the session, deletes the work row,
+// records ev and, with clearBackoff, deletes the process's backoff. Without fn
+// that statement is the whole transaction. If the session is dead or the work
+// no longer held, nothing of it is committed.
 func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff bool, fn func(tx pgx.Tx) error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return ErrWorkDone
 	}
-	err := w.s.Transact(ctx, func(tx pgx.Tx) error {
-		if fn != nil {
-			if err := fn(tx); err != nil {
-				return err
-			}
-		}
-		tag, err := tx.Exec(ctx, `
-			WITH released AS (
+	release := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) error {
+		var alive, released bool
+		err := q.QueryRow(ctx, `
+			WITH alive AS (
+				SELECT 1 FROM sessions WHERE session_id = $3 AND session_deadline > now()
+			), released AS (
 				DELETE FROM work WHERE machine_id = $1 AND process = $2 AND session_id = $3
+				AND EXISTS (SELECT 1 FROM alive)
 				RETURNING machine_id, process
 			), cleared AS (
 				DELETE FROM work_backoff b USING released r
 				WHERE $7 AND b.machine_id = r.machine_id AND b.process = r.process
+			), logged AS (
+				INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
+				SELECT machine_id, process, $4, $5, $3, $6, $8 FROM released
+				RETURNING 1
 			)
-			INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
-			SELECT machine_id, process, $4, $5, $3, $6, $8 FROM released`,
-			w.Machine, w.Process, w.s.id, ev, cause, w.s.component, clearBackoff, w.s.host)
-		if err != nil {
+			SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM logged)`,
+			w.Machine, w.Process, w.s.id, ev, cause, w.s.component, clearBackoff, w.s.host).Scan(&alive, &released)
+		switch {
+		case err != nil:
 			return err
-		}
-		if tag.RowsAffected() == 0 {
+		case !alive:
+			w.s.markExpired()
+			return ErrSessionExpired
+		case !released:
 			return ErrWorkLost
 		}
 		return nil
+	}
+	err := w.s.retrying(func() error {
+		if fn == nil {
+			return release(w.s.conn.Pool)
+		}
+		return pgx.BeginFunc(ctx, w.s.conn.Pool, func(tx pgx.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return release(tx)
+		})
 	})
 	if err == nil || errors.Is(err, ErrWorkLost) || errors.Is(err, ErrSessionExpired) {
 		w.done = true
