@@ -17,20 +17,36 @@ import (
 
 // AgentStartCandidates returns provided machines with no started agent, no
 // shepherd work and no unexpired AgentStart backoff.
+//
+// The search starts at a random machine id and wraps around: claimers working
+// in parallel then spread over the eligible machines, where starting at the
+// lowest id would have each of them lock, or skip, the same few rows at the
+// head of the index.
 func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUID, error) {
+	start := uuid.New()
+	ids, err := agentStartCandidates(ctx, tx, ">=", start, limit)
+	if err != nil || len(ids) >= limit {
+		return ids, err
+	}
+	more, err := agentStartCandidates(ctx, tx, "<", start, limit-len(ids))
+	return append(ids, more...), err
+}
+
+// agentStartCandidates returns up to limit candidates whose id compares to
+// start as cmp says, in id order.
+func agentStartCandidates(ctx context.Context, tx pgx.Tx, cmp string, start uuid.UUID, limit int) ([]uuid.UUID, error) {
 	// The limit is written into the SQL, not bound: with a bound LIMIT the
 	// server replans the statement on every call (a generic plan, which must
 	// assume any limit, loses to a custom one), and planning these joins
-	// costs more than running them. A statement without parameters is
-	// planned once per connection; each distinct limit is its own statement.
-	// The order is the partial index's: it makes the plan a plain index scan
-	// that stops at the first eligible machine, where a bitmap scan would
-	// read every machine awaiting an agent first.
+	// costs more than running them. Each distinct limit is its own statement,
+	// planned once per connection. The order is the partial index's: it makes
+	// the plan a plain index scan that stops at the first eligible machine,
+	// where a bitmap scan would read every machine awaiting an agent first.
 	rows, err := tx.Query(ctx, `
 		SELECT m.machine_id
 		FROM machine_provided p
 		JOIN machines m ON m.machine_id = p.machine_id
-		WHERE p.awaiting_agent
+		WHERE p.awaiting_agent AND p.machine_id `+cmp+` $1
 		  AND NOT EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = p.machine_id)
 		  AND NOT EXISTS (SELECT 1 FROM work w WHERE w.machine_id = p.machine_id
 		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdAgentStart'))
@@ -38,7 +54,7 @@ func AgentStartCandidates(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUI
 		                  AND b.process = 'ShepherdAgentStart' AND b.backoff_until > now())
 		ORDER BY p.machine_id
 		LIMIT `+strconv.Itoa(limit)+`
-		FOR NO KEY UPDATE OF m SKIP LOCKED`)
+		FOR NO KEY UPDATE OF m SKIP LOCKED`, start)
 	if err != nil {
 		return nil, err
 	}
