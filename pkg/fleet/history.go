@@ -106,9 +106,11 @@ func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o
 	// The connection carries a LISTEN; do not give it back to the pool.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
-	if _, err := pc.Exec(ctx, "LISTEN "+HistoryChannel); err != nil {
+	l, err := bmdb.Listen(ctx, pc, HistoryChannel)
+	if err != nil {
 		return err
 	}
+	defer l.Close(ctx)
 	first, err := History(ctx, pc, machine, o)
 	if err != nil {
 		return err
@@ -125,7 +127,7 @@ func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o
 	after := o
 	after.Limit, after.AfterID = 0, 0
 	for {
-		n, err := pc.WaitForNotification(ctx)
+		n, err := l.Wait(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
 // Channels BMDB's triggers notify on (migration 0005): bmdb_change carries a
@@ -79,15 +81,15 @@ func listenOnce(ctx context.Context, url string, log *slog.Logger, out chan<- Li
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range listenChannels {
-		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
-			return err
-		}
+	l, err := bmdb.Listen(ctx, conn, listenChannels...)
+	if err != nil {
+		return err
 	}
+	defer l.Close(ctx)
 	log.Info("listening for changes", "channels", listenChannels)
 	connected()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		n, err := l.Wait(ctx)
 		if err != nil {
 			return err
 		}
