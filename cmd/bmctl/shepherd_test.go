@@ -138,21 +138,35 @@ func TestShepherdRunStartsAgentsServesMetricsAndStopsCleanly(t *testing.T) {
 		t.Errorf("uploaded %+v, want this executable (%d bytes)", u, st.Size())
 	}
 
-	resp, err := http.Get("http://" + metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
+	// The shepherd counts the finish after BMDB recorded it, so the
+	// counters may lag the tag by a moment: read /metrics until they
+	// show it.
+	wantMetrics := []string{
 		`bmctl_shepherd_claims_total{process="ShepherdAgentStart"} 1`,
 		`bmctl_shepherd_finishes_total{process="ShepherdAgentStart"} 1`,
 		`bmctl_shepherd_sessions{process="ShepherdAgentStart"} 2`,
 		`bmctl_shepherd_work_duration_seconds_count{outcome="finished",process="ShepherdAgentStart"} 1`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %s", want)
+	}
+	var missing []string
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing = missing[:0]
+		for _, want := range wantMetrics {
+			if !strings.Contains(string(body), want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range missing {
+		t.Errorf("/metrics lacks %s", want)
 	}
 
 	stop()
