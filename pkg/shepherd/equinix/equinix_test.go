@@ -358,10 +358,17 @@ func TestRebootGivesUp(t *testing.T) {
 		t.Errorf("Reboot of a device that never goes down: %v\nwant %s", err, want)
 	}
 
+	// Seeing the device down and then its next state takes two reads after
+	// the action: they get seconds, not 100ms, under the race detector on a
+	// loaded machine.
+	p = w.provider(t, func(c *equinix.Config) {
+		c.RebootTimeout = 3 * time.Second
+		c.PollInterval = 5 * time.Millisecond
+	})
 	w.emu.SetStates(id, "active")
 	w.emu.SetRebootStates("powering_off", "inactive")
 	err = p.Reboot(ctx, id)
-	want = "equinix: reboot device " + id + ": the device went down but did not come back within 100ms (last state inactive)"
+	want = "equinix: reboot device " + id + ": the device went down but did not come back within 3s (last state inactive)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Reboot of a device that stays down: %v\nwant %s", err, want)
 	}
