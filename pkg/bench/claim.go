@@ -18,15 +18,13 @@ import (
 // ClaimLimit is how many candidates a claim asks for: the next machine.
 const ClaimLimit = 1
 
-// claimFinish runs n sessions, each claiming an AgentStart machine with
-// bmdb's Work and finishing it at once, for d. Finishing sets no tag, so the
-// machine stays eligible and the eligible count stays put.
+// claimFinish runs n sessions, each claiming an AgentStart machine as the
+// shepherd does (bmdb's ClaimAgentStart) and finishing it at once, for d.
+// Finishing sets no tag, so the machine stays eligible and the eligible count
+// stays put.
 func claimFinish(ctx context.Context, conn *bmdb.Conn, n int, d time.Duration) (Throughput, error) {
-	candidates := func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.AgentStartCandidates(ctx, tx, ClaimLimit)
-	}
 	return runSessions(ctx, conn, n, d, func(ctx context.Context, s *bmdb.Session, t *counters) error {
-		w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, candidates)
+		w, err := s.ClaimAgentStart(ctx)
 		if errors.Is(err, bmdb.ErrNothingToDo) {
 			t.empty.Add(1)
 			return nil

@@ -2,11 +2,15 @@ package bmdb_test
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -139,4 +143,63 @@ func TestCandidateRules(t *testing.T) {
 	}
 	check("AgentStart after recovery", func(tx pgx.Tx) ([]uuid.UUID, error) { return bmdb.AgentStartCandidates(ctx, tx, 100) },
 		fresh, freshRecoveryBackoff, freshExpiredBackoff, stale)
+	// The shepherd's one-statement claim takes exactly those, one at a time.
+	s := session(t, conn, "claimer", 10*time.Second)
+	check("ClaimAgentStart", func(pgx.Tx) ([]uuid.UUID, error) {
+		var claimed []uuid.UUID
+		for {
+			w, err := s.ClaimAgentStart(ctx)
+			if errors.Is(err, bmdb.ErrNothingToDo) {
+				return claimed, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			claimed = append(claimed, w.Machine)
+		}
+	}, fresh, freshRecoveryBackoff, freshExpiredBackoff, stale)
+}
+
+// Claimers racing with the one-statement claim each get a different machine,
+// every eligible machine is claimed, and each claim has its Started event.
+func TestClaimAgentStartRace(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 40)
+	var (
+		mu      sync.Mutex
+		claimed = map[uuid.UUID]int{}
+		g       errgroup.Group
+	)
+	for range 8 {
+		s := session(t, conn, "racer", 10*time.Second)
+		for range 3 {
+			g.Go(func() error {
+				for {
+					w, err := s.ClaimAgentStart(ctx)
+					if errors.Is(err, bmdb.ErrNothingToDo) {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					mu.Lock()
+					claimed[w.Machine]++
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if claimed[id] != 1 {
+			t.Errorf("machine %s claimed %d times, want once", id, claimed[id])
+		}
+	}
+	var started int
+	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work_history WHERE event = 'Started'`).Scan(&started); err != nil || started != len(ids) {
+		t.Errorf("Started events: %d (%v), want %d", started, err, len(ids))
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Work is a lock on a machine held by a session for a process. It must end
@@ -38,38 +39,11 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 				return err
 			}
 			for _, id := range ids {
-				// One statement checks the session, claims and records the
-				// claim: the history row exists only if the claim did. The
-				// insert's foreign key locks the session row, so the sweep
-				// cannot delete it under a claim.
-				var alive, ok bool
-				err := tx.QueryRow(ctx, `
-					WITH alive AS (
-						SELECT session_id FROM sessions WHERE session_id = $2 AND session_deadline > now()
-					), claimed AS (
-						INSERT INTO work (machine_id, session_id, process) SELECT $1::uuid, session_id, $3::process FROM alive
-						ON CONFLICT DO NOTHING
-						RETURNING machine_id, process
-					), logged AS (
-						INSERT INTO work_history (machine_id, process, event, session_id, session_component, session_host)
-						SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed
-						RETURNING 1
-					)
-					SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM logged)`,
-					id, s.id, process, s.component, s.host).Scan(&alive, &ok)
-				var pe *pgconn.PgError
-				switch {
-				case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
-					// Closed while claiming: the row went after the check.
-					s.markExpired()
-					return ErrSessionExpired
-				case err != nil:
+				_, claimed, err = s.claim(ctx, tx, "", "SELECT $1::uuid AS machine_id", id, process)
+				if err != nil {
 					return fmt.Errorf("claiming machine %s: %w", id, err)
-				case !alive:
-					s.markExpired()
-					return ErrSessionExpired
-				case ok:
-					claimed = id
+				}
+				if claimed != uuid.Nil {
 					return nil
 				}
 			}
@@ -83,6 +57,79 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 		return nil, ErrNothingToDo
 	}
 	return &Work{Machine: claimed, Process: process, s: s}, nil
+}
+
+// ClaimAgentStart claims an AgentStart candidate (see AgentStartCandidates)
+// in a single statement: the search, the claim and its Started event commit
+// together, with no transaction held open across round trips. Returns
+// ErrNothingToDo when no machine is eligible.
+func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
+	// Like AgentStartCandidates: from a random id up, else from the start.
+	ctes := `after AS (` + agentStartSQL(">=", "", 1) + `),
+		before AS (` + agentStartSQL("<", "NOT EXISTS (SELECT 1 FROM after)", 1) + `),`
+	const candidates = `SELECT machine_id FROM after UNION ALL SELECT machine_id FROM before`
+	for range 10 {
+		var (
+			found   bool
+			claimed uuid.UUID
+		)
+		err := s.retrying(func() (err error) {
+			found, claimed, err = s.claim(ctx, s.conn.Pool, ctes, candidates, uuid.New(), ProcessShepherdAgentStart)
+			return err
+		})
+		switch {
+		case err != nil:
+			return nil, err
+		case claimed != uuid.Nil:
+			return &Work{Machine: claimed, Process: ProcessShepherdAgentStart, s: s}, nil
+		case !found:
+			return nil, ErrNothingToDo
+		}
+		// A claimer that committed after this statement's snapshot took
+		// the machine found: look again.
+	}
+	return nil, ErrNothingToDo
+}
+
+// claim runs one statement that checks the session, claims the first machine
+// the candidates query yields ($1 is arg; ctes, if any, end with a comma) and
+// records the claim: the history row exists only if the claim did. found says
+// whether there was a candidate at all. The insert's foreign key locks the
+// session row, so the sweep cannot delete it under a claim.
+func (s *Session) claim(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
+	var alive bool
+	var id pgtype.UUID
+	err = q.QueryRow(ctx, `
+		WITH `+ctes+` alive AS (
+			SELECT session_id FROM sessions WHERE session_id = $2 AND session_deadline > now()
+		), candidate AS (`+candidates+` LIMIT 1
+		), claimed AS (
+			INSERT INTO work (machine_id, session_id, process)
+			SELECT c.machine_id, a.session_id, $3::process FROM candidate c, alive a
+			ON CONFLICT DO NOTHING
+			RETURNING machine_id, process
+		), logged AS (
+			INSERT INTO work_history (machine_id, process, event, session_id, session_component, session_host)
+			SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed
+			RETURNING machine_id
+		)
+		SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM candidate), (SELECT machine_id FROM logged)`,
+		arg, s.id, process, s.component, s.host).Scan(&alive, &found, &id)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
+		// Closed while claiming: the row went after the check.
+		s.markExpired()
+		return false, uuid.Nil, ErrSessionExpired
+	case err != nil:
+		return false, uuid.Nil, err
+	case !alive:
+		s.markExpired()
+		return false, uuid.Nil, ErrSessionExpired
+	}
+	return found, id.Bytes, nil
 }
 
 // Session is the session holding the work.

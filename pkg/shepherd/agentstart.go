@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -96,8 +95,8 @@ type agentStart struct {
 
 func (a *agentStart) Process() bmdb.Process { return bmdb.ProcessShepherdAgentStart }
 
-func (a *agentStart) Candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
-	return bmdb.AgentStartCandidates(ctx, tx, 1)
+func (a *agentStart) Claim(ctx context.Context, sess *bmdb.Session) (*bmdb.Work, error) {
+	return sess.ClaimAgentStart(ctx)
 }
 
 func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx.Tx) error, error) {

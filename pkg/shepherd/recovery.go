@@ -56,7 +56,12 @@ func (r *recovery) Process() bmdb.Process { return bmdb.ProcessShepherdRecovery 
 // providers this shepherd does not run are left to a shepherd that does.
 const recoveryBatch = 16
 
-func (r *recovery) Candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
+func (r *recovery) Claim(ctx context.Context, sess *bmdb.Session) (*bmdb.Work, error) {
+	return sess.Work(ctx, r.Process(), func(tx pgx.Tx) ([]uuid.UUID, error) { return r.candidates(ctx, tx) })
+}
+
+// candidates are Recovery's candidates of the providers this shepherd runs.
+func (r *recovery) candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
 	ids, err := bmdb.RecoveryCandidates(ctx, tx, r.cfg.Thresholds, recoveryBatch)
 	if err != nil || len(ids) == 0 {
 		return ids, err

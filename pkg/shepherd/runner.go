@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/time/rate"
 
@@ -21,9 +20,9 @@ import (
 type Loop interface {
 	// Process is the BMDB process the loop's work is claimed as.
 	Process() bmdb.Process
-	// Candidates returns machines the loop may work on, inside the claiming
-	// transaction (see bmdb.Session.Work).
-	Candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error)
+	// Claim claims a machine the loop may work on under sess, or fails with
+	// bmdb.ErrNothingToDo.
+	Claim(ctx context.Context, sess *bmdb.Session) (*bmdb.Work, error)
 	// Do acts on a claimed machine. On success it returns what to write in
 	// the transaction that finishes the work (may be nil); on failure an
 	// error whose FailureClass picks the backoff. ctx ends on shutdown or
@@ -194,7 +193,7 @@ func (r *runner) inSession(ctx context.Context, sess *bmdb.Session, log *slog.Lo
 // once claims one machine, works on it and ends the work.
 func (r *runner) once(ctx context.Context, sess *bmdb.Session, log *slog.Logger) error {
 	process := r.loop.Process()
-	w, err := sess.Work(ctx, process, func(tx pgx.Tx) ([]uuid.UUID, error) { return r.loop.Candidates(ctx, tx) })
+	w, err := r.loop.Claim(ctx, sess)
 	if err != nil {
 		return err
 	}
