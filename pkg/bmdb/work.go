@@ -96,9 +96,7 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 // records the claim: the history row exists only if the claim did. found says
 // whether there was a candidate at all. The insert's foreign key locks the
 // session row, so the sweep cannot delete it under a claim.
-func (s *Session) claim(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
+func (s *Session) claim(ctx context.Context, q rowQuerier, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
 	var alive bool
 	var id pgtype.UUID
 	err = q.QueryRow(ctx, `
@@ -132,6 +130,12 @@ func (s *Session) claim(ctx context.Context, q interface {
 	return found, id.Bytes, nil
 }
 
+// rowQuerier is a pool or a transaction: claims and releases that are a
+// single statement run on the pool, with no transaction around them.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Session is the session holding the work.
 func (w *Work) Session() *Session { return w.s }
 
@@ -159,9 +163,7 @@ func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff boo
 	if w.done {
 		return ErrWorkDone
 	}
-	release := func(q interface {
-		QueryRow(context.Context, string, ...any) pgx.Row
-	}) error {
+	release := func(q rowQuerier) error {
 		var alive, released bool
 		err := q.QueryRow(ctx, `
 			WITH alive AS (
