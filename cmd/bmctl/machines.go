@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,14 +111,24 @@ field.`,
 				return err
 			}
 			defer conn.Close()
-			list, err := fleet.ListMachines(ctx, conn.Pool, o)
-			if err != nil {
+			// Machines are decoded as their rows arrive, while the server
+			// still sends the rest; only the table's text is kept.
+			if format == "json" {
+				l := newJSONList(a.Out)
+				if err := fleet.EachMachine(ctx, conn.Pool, o, func(m *fleet.MachineSummary) error { return l.add(m) }); err != nil {
+					return err
+				}
+				return l.close()
+			}
+			wide, now := format == "wide", time.Now()
+			t := newMachinesTable(wide)
+			if err := fleet.EachMachine(ctx, conn.Pool, o, func(m *fleet.MachineSummary) error {
+				addMachineRow(t, m, now, wide)
+				return nil
+			}); err != nil {
 				return err
 			}
-			if format == "json" {
-				return writeJSONList(a.Out, list)
-			}
-			return a.printTable(machinesTable(list, time.Now(), format == "wide"))
+			return a.printTable(t)
 		},
 	}
 	f := cmd.Flags()
@@ -155,45 +166,74 @@ func completeStates(*cobra.Command, []string, string) ([]cobra.Completion, cobra
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-func machinesTable(list []fleet.MachineSummary, now time.Time, wide bool) *table {
-	var t *table
+func newMachinesTable(wide bool) *table {
 	if wide {
-		t = newTable("MACHINE", "PROVIDER", "PROVIDER ID", "ADDRESS", "LOCATION", "STATE", "WORK", "SINCE", "SESSION", "BACKOFF", "BACKOFF CAUSE", "HEARTBEAT").
+		return newTable("MACHINE", "PROVIDER", "PROVIDER ID", "ADDRESS", "LOCATION", "STATE", "WORK", "SINCE", "SESSION", "BACKOFF", "BACKOFF CAUSE", "HEARTBEAT").
 			flex("PROVIDER ID", "ADDRESS", "WORK", "SESSION", "BACKOFF CAUSE")
+	}
+	return newTable("MACHINE", "PROVIDER ID", "LOCATION", "STATE", "WORK", "SINCE", "BACKOFF", "HEARTBEAT").
+		flex("PROVIDER ID", "WORK", "BACKOFF")
+}
+
+// addMachineRow adds m to a table of newMachinesTable. It appends the cells
+// in place rather than building a string for each: a whole fleet is a
+// hundred thousand rows.
+func addMachineRow(t *table, m *fleet.MachineSummary, now time.Time, wide bool) {
+	cell := func(s string) {
+		t.text = append(t.text, orDash(s)...)
+		t.endCell()
+	}
+	if wide {
+		cell(m.ID.String())
+		cell(m.Provider)
 	} else {
-		t = newTable("MACHINE", "PROVIDER ID", "LOCATION", "STATE", "WORK", "SINCE", "BACKOFF", "HEARTBEAT").
-			flex("PROVIDER ID", "WORK", "BACKOFF")
+		t.text = hex.AppendEncode(t.text, m.ID[:4]) // fleet.ShortID
+		t.endCell()
 	}
-	for _, m := range list {
-		work, since, session := "-", "-", "-"
-		if m.Work != nil {
-			work = shortProcess(string(m.Work.Process))
-			if m.Work.Detail != "" {
-				work += ": " + m.Work.Detail
-			}
-			since = age(m.Work.StartedAt, now)
-			session = sessionName(m.Work.SessionComponent, m.Work.SessionHost)
+	cell(m.ProviderID)
+	if wide {
+		cell(m.Address)
+	}
+	cell(m.Location)
+	cell(string(m.State))
+	if w := m.Work; w != nil {
+		t.text = append(t.text, shortProcess(string(w.Process))...)
+		if w.Detail != "" {
+			t.text = append(append(t.text, ": "...), w.Detail...)
 		}
-		backoff, cause := "-", "-"
-		if m.Backoff != nil {
-			backoff = shortProcess(string(m.Backoff.Process)) + " " + age(m.Backoff.Until, now)
-			cause = orDash(m.Backoff.Cause)
-			if !wide {
-				backoff += ": " + cause
-			}
-		}
-		heartbeat := "-"
-		if m.LastHeartbeatAt != nil {
-			heartbeat = age(*m.LastHeartbeatAt, now)
-		}
+		t.endCell()
+		t.text = appendAge(t.text, w.StartedAt, now)
+		t.endCell()
 		if wide {
-			t.add(m.ID.String(), orDash(m.Provider), orDash(m.ProviderID), orDash(m.Address), orDash(m.Location), string(m.State),
-				work, since, session, backoff, cause, heartbeat)
-		} else {
-			t.add(fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat)
+			cell(sessionName(w.SessionComponent, w.SessionHost))
+		}
+	} else {
+		cell("-")
+		cell("-")
+		if wide {
+			cell("-")
 		}
 	}
-	return t
+	if b := m.Backoff; b != nil {
+		t.text = appendAge(append(append(t.text, shortProcess(string(b.Process))...), ' '), b.Until, now)
+		if wide {
+			t.endCell()
+		} else {
+			t.text = append(t.text, ": "...)
+		}
+		cell(b.Cause)
+	} else {
+		cell("-")
+		if wide {
+			cell("-")
+		}
+	}
+	if m.LastHeartbeatAt != nil {
+		t.text = appendAge(t.text, *m.LastHeartbeatAt, now)
+		t.endCell()
+	} else {
+		cell("-")
+	}
 }
 
 func newMachinesShowCmd(a *app) *cobra.Command {

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
 )
 
 // seedViews makes a small fleet with one machine in each interesting state:
@@ -213,4 +217,100 @@ func TestDatabaseDown(t *testing.T) {
 			t.Errorf("%v with the database down: %+v", args, r)
 		}
 	}
+}
+
+// TestMachinesListStreamed: the list is printed from rows as they arrive;
+// its JSON is byte for byte what the whole list gives, and its table rows
+// are the cells the list's fields make, laid out as before.
+func TestMachinesListStreamed(t *testing.T) {
+	f, _ := seedViews(t)
+	ctx := context.Background()
+	list, err := fleet.ListMachines(ctx, f.conn.Pool, fleet.ListOptions{Sort: fleet.SortProvider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := writeJSONList(&want, list); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.ok("machines", "list", "-o", "json", "--sort", "provider"); got != want.String() {
+		t.Errorf("streamed JSON:\n%s\nwant:\n%s", got, want.String())
+	}
+	if got := f.ok("machines", "list", "-o", "json", "--state", "unprovided"); got != "[]\n" {
+		t.Errorf("empty streamed JSON: %q", got)
+	}
+
+	now := time.Now()
+	for _, wide := range []bool{false, true} {
+		tb := newMachinesTable(wide)
+		for i := range list {
+			addMachineRow(tb, &list[i], now, wide)
+		}
+		var got strings.Builder
+		if err := tb.write(&got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if want := plainTable(tb.headers, oldMachineCells(list, now, wide)); got.String() != want {
+			t.Errorf("wide=%v table:\n%s\nwant:\n%s", wide, got.String(), want)
+		}
+	}
+}
+
+// oldMachineCells are a machine list's table cells as the table was first
+// built, from strings.
+func oldMachineCells(list []fleet.MachineSummary, now time.Time, wide bool) [][]string {
+	var rows [][]string
+	for _, m := range list {
+		work, since, session := "-", "-", "-"
+		if m.Work != nil {
+			work = shortProcess(string(m.Work.Process))
+			if m.Work.Detail != "" {
+				work += ": " + m.Work.Detail
+			}
+			since = age(m.Work.StartedAt, now)
+			session = sessionName(m.Work.SessionComponent, m.Work.SessionHost)
+		}
+		backoff, cause := "-", "-"
+		if m.Backoff != nil {
+			backoff = shortProcess(string(m.Backoff.Process)) + " " + age(m.Backoff.Until, now)
+			cause = orDash(m.Backoff.Cause)
+			if !wide {
+				backoff += ": " + cause
+			}
+		}
+		heartbeat := "-"
+		if m.LastHeartbeatAt != nil {
+			heartbeat = age(*m.LastHeartbeatAt, now)
+		}
+		if wide {
+			rows = append(rows, []string{m.ID.String(), orDash(m.Provider), orDash(m.ProviderID), orDash(m.Address), orDash(m.Location), string(m.State),
+				work, since, session, backoff, cause, heartbeat})
+		} else {
+			rows = append(rows, []string{fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat})
+		}
+	}
+	return rows
+}
+
+// plainTable lays rows out as tables do with no width limit: each column as
+// wide as its widest cell, two spaces apart, the last one unpadded.
+func plainTable(headers []string, rows [][]string) string {
+	all := append([][]string{headers}, rows...)
+	widths := make([]int, len(headers))
+	for _, r := range all {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range all {
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }

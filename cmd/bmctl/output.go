@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,38 +40,92 @@ func writeJSON(w io.Writer, v any) error {
 // line ("[]" when empty), streamed through a buffer: a whole fleet's list is
 // never held twice in memory, and each line is one object for grep and head.
 func writeJSONList[T any](w io.Writer, items []T) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.WriteByte('[')
+	l := newJSONList(w)
 	for i := range items {
-		if i > 0 {
-			bw.WriteByte(',')
-		}
-		bw.WriteByte('\n')
-		b, err := json.Marshal(items[i])
-		if err != nil {
+		if err := l.add(&items[i]); err != nil {
 			return err
 		}
-		bw.Write(b)
 	}
-	if len(items) > 0 {
-		bw.WriteByte('\n')
+	return l.close()
+}
+
+// jsonList prints writeJSONList's format one element at a time, for lists
+// printed as they are read.
+type jsonList struct {
+	w *bufio.Writer
+	n int
+}
+
+func newJSONList(w io.Writer) *jsonList {
+	l := &jsonList{w: bufio.NewWriterSize(w, 64<<10)}
+	l.w.WriteByte('[')
+	return l
+}
+
+func (l *jsonList) add(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
-	bw.WriteString("]\n")
-	return bw.Flush()
+	if l.n > 0 {
+		l.w.WriteByte(',')
+	}
+	l.n++
+	l.w.WriteByte('\n')
+	_, err = l.w.Write(b)
+	return err
+}
+
+// close ends the array and flushes it.
+func (l *jsonList) close() error {
+	if l.n > 0 {
+		l.w.WriteByte('\n')
+	}
+	l.w.WriteString("]\n")
+	return l.w.Flush()
 }
 
 // table is rows of cells under headers. Columns marked flexible give up
 // width (their cells cut with "…") when the table is wider than the terminal.
+//
+// Rows are kept as text, not as a []string each: cells back to back in
+// blocks of about tableBlock bytes, with where each cell ends. A whole
+// fleet's table is then a few dozen allocations that the garbage collector
+// need not scan and that are never copied to grow, and the column widths
+// are kept as rows are added.
 type table struct {
 	headers  []string
 	flexible map[int]bool
-	rows     [][]string
-	noHeader bool // for the rows of a stream after its first
-	width    int  // the width lines are cut at, 0 for none
+	blocks   []cellBlock // full blocks, each of whole rows
+	text     []byte      // the block being filled: add appends here
+	ends     []uint32    // where its cells end in text
+	widths   []int       // the widest cell of each column so far (header included), in runes
+	noHeader bool        // for the rows of a stream after its first
+	width    int         // the width lines are cut at, 0 for none
 }
 
+type cellBlock struct {
+	text []byte
+	ends []uint32
+}
+
+// cell is the k-th cell of the block.
+func (b cellBlock) cell(k int) []byte {
+	start := uint32(0)
+	if k > 0 {
+		start = b.ends[k-1]
+	}
+	return b.text[start:b.ends[k]]
+}
+
+const tableBlock = 1 << 20
+
 func newTable(headers ...string) *table {
-	return &table{headers: headers, flexible: map[int]bool{}}
+	t := &table{headers: headers, flexible: map[int]bool{}, widths: make([]int, len(headers))}
+	for i, h := range headers {
+		t.widths[i] = utf8.RuneCountInString(h)
+	}
+	return t
 }
 
 // flex marks columns (by header) that may be cut to fit.
@@ -85,7 +140,32 @@ func (t *table) flex(headers ...string) *table {
 	return t
 }
 
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+// add appends a row.
+func (t *table) add(cells ...string) {
+	for _, c := range cells {
+		t.text = append(t.text, c...)
+		t.endCell()
+	}
+}
+
+// endCell ends the cell appended to t.text since the previous one, for rows
+// built in place (appendAge and friends) rather than from strings.
+func (t *table) endCell() {
+	start := uint32(0)
+	if len(t.ends) > 0 {
+		start = t.ends[len(t.ends)-1]
+	}
+	t.ends = append(t.ends, uint32(len(t.text)))
+	col := (len(t.ends) - 1) % len(t.headers)
+	if n := utf8.RuneCount(t.text[start:]); n > t.widths[col] {
+		t.widths[col] = n
+	}
+	if col == len(t.headers)-1 && len(t.text) >= tableBlock {
+		t.blocks = append(t.blocks, cellBlock{t.text, t.ends})
+		t.text = make([]byte, 0, tableBlock+tableBlock/8)
+		t.ends = make([]uint32, 0, len(t.ends)+len(t.ends)/8)
+	}
+}
 
 const colGap = 2
 
@@ -126,17 +206,7 @@ func (t *table) shrink(widths []int, width int) {
 // only cuts flexible columns, widest first; if that is not enough the
 // table is left wider.
 func (t *table) write(w io.Writer, width int) error {
-	widths := make([]int, len(t.headers))
-	for i, h := range t.headers {
-		widths[i] = utf8.RuneCountInString(h)
-	}
-	for _, r := range t.rows {
-		for i, c := range r {
-			if n := utf8.RuneCountInString(c); i < len(widths) && n > widths[i] {
-				widths[i] = n
-			}
-		}
-	}
+	widths := append([]int(nil), t.widths...)
 	if width > 0 {
 		t.shrink(widths, width)
 	}
@@ -147,55 +217,67 @@ func (t *table) write(w io.Writer, width int) error {
 // writeFixed prints the table with preset column widths (0: as wide as the
 // cell), for streams whose rows print before the widest is known.
 func (t *table) writeFixed(w io.Writer, widths []int) error {
-	ws := make([]int, len(t.headers))
+	ws := append([]int(nil), t.widths...)
 	for i := range ws {
 		if i < len(widths) && widths[i] > 0 {
 			ws[i] = widths[i]
-		} else {
-			ws[i] = utf8.RuneCountInString(t.headers[i])
-			for _, r := range t.rows {
-				ws[i] = max(ws[i], utf8.RuneCountInString(r[i]))
-			}
 		}
 	}
 	return t.render(w, ws)
 }
 
 func (t *table) render(w io.Writer, widths []int) error {
-	var b, l []byte
-	line := func(cells []string) {
-		l = l[:0]
-		last := len(cells) - 1
-		for i, c := range cells {
-			n := utf8.RuneCountInString(c)
-			if n > widths[i] {
-				c, n = fit(c, widths[i]), widths[i]
-			}
-			l = append(l, c...)
-			if i < last {
-				l = appendSpaces(l, widths[i]-n+colGap)
-			}
-		}
-		if t.width > 0 {
-			l = append(l[:0], fit(strings.TrimRight(string(l), " "), t.width)...)
-		}
-		b = append(b, l...)
-		b = append(b, '\n')
-	}
+	var b []byte
 	if !t.noHeader {
-		line(t.headers)
+		var h cellBlock
+		for _, c := range t.headers {
+			h.text = append(h.text, c...)
+			h.ends = append(h.ends, uint32(len(h.text)))
+		}
+		b = t.appendLine(b, widths, h, 0)
 	}
-	for _, r := range t.rows {
-		line(r)
-		if len(b) > 64<<10 {
-			if _, err := w.Write(b); err != nil {
-				return err
+	for _, blk := range append(t.blocks[:len(t.blocks):len(t.blocks)], cellBlock{t.text, t.ends}) {
+		for r := range len(blk.ends) / len(t.headers) {
+			b = t.appendLine(b, widths, blk, r)
+			if len(b) > 64<<10 {
+				if _, err := w.Write(b); err != nil {
+					return err
+				}
+				b = b[:0]
 			}
-			b = b[:0]
 		}
 	}
 	_, err := w.Write(b)
 	return err
+}
+
+// appendLine appends row r of blk padded to widths, its cells cut with "…"
+// where wider, and the line cut at t.width.
+func (t *table) appendLine(b []byte, widths []int, blk cellBlock, r int) []byte {
+	start := len(b)
+	last := len(widths) - 1
+	for i, n := range widths {
+		c := blk.cell(r*len(widths) + i)
+		if cn := utf8.RuneCount(c); cn > n {
+			b = append(b, fit(string(c), n)...)
+		} else {
+			b = append(b, c...)
+			if i < last {
+				b = appendSpaces(b, n-cn)
+			}
+		}
+		if i < last {
+			b = appendSpaces(b, colGap)
+		}
+	}
+	if t.width > 0 {
+		l := bytes.TrimRight(b[start:], " ")
+		if utf8.RuneCount(l) > t.width {
+			l = []byte(fit(string(l), t.width))
+		}
+		b = append(b[:start], l...)
+	}
+	return append(b, '\n')
 }
 
 const spaces = "                                                                "
@@ -267,50 +349,54 @@ func zoneName() string {
 // age says how far t is from now: "3m ago", "in 4m", "now"; "-" for the
 // zero time. Two units from an hour up ("2h5m ago"), so ages stay short
 // and still tell an hour from the next.
-func age(t, now time.Time) string {
+func age(t, now time.Time) string { return string(appendAge(nil, t, now)) }
+
+// appendAge appends age(t, now) to b, for tables built without a string per cell.
+func appendAge(b []byte, t, now time.Time) []byte {
 	if t.IsZero() {
-		return "-"
+		return append(b, '-')
 	}
 	d := now.Sub(t)
 	future := d < 0
 	if future {
 		d = -d
 	}
-	s := span(d)
 	switch {
-	case s == "":
-		return "now"
+	case d < time.Second:
+		return append(b, "now"...)
 	case future:
-		return "in " + s
+		return appendSpan(append(b, "in "...), d)
 	default:
-		return s + " ago"
+		return append(appendSpan(b, d), " ago"...)
 	}
 }
 
 // span is d rounded down to its largest unit (two units from an hour up),
 // "" under a second.
-func span(d time.Duration) string {
+func span(d time.Duration) string { return string(appendSpan(nil, d)) }
+
+func appendSpan(b []byte, d time.Duration) []byte {
 	secs := int64(d / time.Second)
-	unit := func(n int64, u string) string { return strconv.FormatInt(n, 10) + u }
+	unit := func(b []byte, n int64, u byte) []byte { return append(strconv.AppendInt(b, n, 10), u) }
 	switch {
 	case secs < 1:
-		return ""
+		return b
 	case secs < 60:
-		return unit(secs, "s")
+		return unit(b, secs, 's')
 	case secs < 3600:
-		return unit(secs/60, "m")
+		return unit(b, secs/60, 'm')
 	case secs < 86400:
 		h, m := secs/3600, secs%3600/60
 		if m == 0 {
-			return unit(h, "h")
+			return unit(b, h, 'h')
 		}
-		return unit(h, "h") + unit(m, "m")
+		return unit(unit(b, h, 'h'), m, 'm')
 	default:
 		dd, h := secs/86400, secs%86400/3600
 		if h == 0 {
-			return unit(dd, "d")
+			return unit(b, dd, 'd')
 		}
-		return unit(dd, "d") + unit(h, "h")
+		return unit(unit(b, dd, 'd'), h, 'h')
 	}
 }
 

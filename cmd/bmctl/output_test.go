@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,36 @@ func TestParseSince(t *testing.T) {
 	}
 	if _, err := parseSince("last tuesday", now); err == nil {
 		t.Error("parseSince accepted nonsense")
+	}
+}
+
+// TestTableLateWideCell: a table of many blocks of rows sizes each column by
+// its widest cell wherever it comes, here in the last row, and keeps every
+// row in order.
+func TestTableLateWideCell(t *testing.T) {
+	tb := newTable("MACHINE", "PROVIDER ID", "STATE")
+	var rows [][]string
+	for i := 0; len(rows) < 3 || i < 3*tableBlock/30; i++ {
+		rows = append(rows, []string{fmt.Sprintf("%08x", i), fmt.Sprintf("srv-%d", i), "healthy"})
+	}
+	rows = append(rows, []string{"ffffffff", "rack-ü7-" + strings.Repeat("x", 40), "heartbeat_stale"})
+	for _, r := range rows {
+		tb.add(r...)
+	}
+	if len(tb.blocks) < 2 {
+		t.Fatalf("%d rows fill %d blocks; the test wants several", len(rows), len(tb.blocks))
+	}
+	var got strings.Builder
+	if err := tb.write(&got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if want := plainTable(tb.headers, rows); got.String() != want {
+		g, w := outLines(got.String()), outLines(want)
+		for i := range min(len(g), len(w)) {
+			if g[i] != w[i] {
+				t.Fatalf("line %d of %d/%d:\n%q\nwant\n%q", i, len(g), len(w), g[i], w[i])
+			}
+		}
+		t.Fatalf("%d lines, want %d", len(g), len(w))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -306,5 +307,103 @@ func TestResolve(t *testing.T) {
 		if got, err := fleet.Resolve(ctx, db, ref, fleet.ResolveOptions{WithHistory: true}); err != nil || got != gone {
 			t.Errorf("Resolve(%q, WithHistory) = %s, %v; want the deleted machine", ref, got, err)
 		}
+	}
+}
+
+// TestEachMachine: EachMachine hands over, row by row, exactly the machines
+// ListMachines returns, though it reuses one summary for every row; and an
+// error from its callback stops the list.
+func TestEachMachine(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	s := session(t, conn, "shepherd-test")
+	key := ed25519.PublicKey(make([]byte, ed25519.PublicKeySize))
+	for i, p := range []string{"a", "b", "c", "d", "e", "f"} {
+		id := add(t, conn, p, []string{"x", "y"}[i%2])
+		if i >= 2 {
+			if err := bmdb.SetAgentStarted(ctx, conn.Pool, id, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i >= 3 {
+			if _, err := bmdb.RecordHeartbeat(ctx, conn.Pool, id, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		switch p {
+		case "a":
+			w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, only(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.SetDetail(ctx, "dialing"); err != nil {
+				t.Fatal(err)
+			}
+		case "b":
+			w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, only(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Fail(ctx, &bmdb.AgentStartBackoff, "ssh: connection refused"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := conn.Pool.Exec(ctx, `INSERT INTO machines DEFAULT VALUES`); err != nil {
+		t.Fatal(err)
+	}
+
+	// detached copies what a summary points to, as a caller that keeps
+	// machines from EachMachine must.
+	detached := func(m fleet.MachineSummary) fleet.MachineSummary {
+		if m.AgentStartedAt != nil {
+			v := *m.AgentStartedAt
+			m.AgentStartedAt = &v
+		}
+		if m.LastHeartbeatAt != nil {
+			v := *m.LastHeartbeatAt
+			m.LastHeartbeatAt = &v
+		}
+		if m.Work != nil {
+			v := *m.Work
+			m.Work = &v
+		}
+		if m.Backoff != nil {
+			v := *m.Backoff
+			m.Backoff = &v
+		}
+		return m
+	}
+	for _, o := range []fleet.ListOptions{
+		{},
+		{Sort: fleet.SortProvider, Descending: true},
+		{Sort: fleet.SortState, Limit: 3, Offset: 2},
+		{Location: "y"},
+		{Process: bmdb.ProcessShepherdAgentStart},
+	} {
+		want, err := fleet.ListMachines(ctx, conn.Pool, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []fleet.MachineSummary
+		if err := fleet.EachMachine(ctx, conn.Pool, o, func(m *fleet.MachineSummary) error {
+			got = append(got, detached(*m))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(want) == 0 || !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v:\nEachMachine %+v\nListMachines %+v", o, got, want)
+		}
+	}
+
+	stop := errors.New("stop")
+	n := 0
+	err := fleet.EachMachine(ctx, conn.Pool, fleet.ListOptions{}, func(*fleet.MachineSummary) error {
+		n++
+		return stop
+	})
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("EachMachine after a failing callback: %v after %d machines; want stop after 1", err, n)
 	}
 }

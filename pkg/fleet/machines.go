@@ -172,44 +172,88 @@ const summaryColumns = `machine_id, machine_created_at, provider, provider_id, a
 	backoff_process, backoff_until, backoff_cause`
 
 func scanSummary(row pgx.CollectableRow) (MachineSummary, error) {
-	var m MachineSummary
-	return m, scanSummaryInto(row, &m)
+	// A scanner of its own: the summary may point into it.
+	m, err := newSummaryScanner().scan(row)
+	if err != nil {
+		return MachineSummary{}, err
+	}
+	return *m, nil
 }
 
-// scanSummaryInto scans a summary row, and then extra columns, into m.
-// Nullable columns go through pgtype values rather than pointers: a whole
-// fleet's list would otherwise allocate a dozen times per machine.
-func scanSummaryInto(row pgx.Row, m *MachineSummary, extra ...any) error {
-	var (
-		startedAt, heartbeatAt               pgtype.Timestamptz
-		wProcess, wDetail, wComponent, wHost pgtype.Text
-		wStarted, bUntil                     pgtype.Timestamptz
-		wSession                             pgtype.UUID
-		bProcess, bCause                     pgtype.Text
-	)
-	dest := []any{&m.ID, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
-		&m.State, &startedAt, &heartbeatAt,
-		&wProcess, &wDetail, &wStarted, &wSession, &wComponent, &wHost,
-		&bProcess, &bUntil, &bCause}
-	if err := row.Scan(append(dest, extra...)...); err != nil {
-		return err
+// summaryScanner reads summary rows. Its scan destinations are made once and
+// reused for every row: made per row they escape to the heap, a dozen
+// allocations per machine of a whole fleet's list. Nullable columns go
+// through pgtype values, and the id through pgtype.UUID, whose binary form
+// needs no parsing.
+type summaryScanner struct {
+	m                                                      MachineSummary
+	id, wSession                                           pgtype.UUID
+	startedAt, heartbeatAt, wStarted, bUntil               pgtype.Timestamptz
+	wProcess, wDetail, wComponent, wHost, bProcess, bCause pgtype.Text
+	work                                                   WorkHeld
+	backoff                                                ActiveBackoff
+	dest                                                   []any
+}
+
+func newSummaryScanner() *summaryScanner {
+	s := &summaryScanner{}
+	m := &s.m
+	s.dest = []any{&s.id, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
+		&m.State, &s.startedAt, &s.heartbeatAt,
+		&s.wProcess, &s.wDetail, &s.wStarted, &s.wSession, &s.wComponent, &s.wHost,
+		&s.bProcess, &s.bUntil, &s.bCause}
+	return s
+}
+
+// scan reads a row into the scanner's summary and returns it. The summary's
+// pointers point into the scanner, so it is valid until the next scan; kept
+// makes a copy that stays.
+func (s *summaryScanner) scan(row pgx.Row) (*MachineSummary, error) {
+	if err := row.Scan(s.dest...); err != nil {
+		return nil, err
 	}
-	if startedAt.Valid {
-		t := startedAt.Time
+	m := &s.m
+	m.ID = s.id.Bytes
+	m.AgentStartedAt, m.LastHeartbeatAt, m.Work, m.Backoff = nil, nil, nil, nil
+	if s.startedAt.Valid {
+		m.AgentStartedAt = &s.startedAt.Time
+	}
+	if s.heartbeatAt.Valid {
+		m.LastHeartbeatAt = &s.heartbeatAt.Time
+	}
+	if s.wProcess.Valid {
+		s.work = WorkHeld{Process: bmdb.Process(s.wProcess.String), Detail: s.wDetail.String, StartedAt: s.wStarted.Time,
+			SessionID: s.wSession.Bytes, SessionComponent: s.wComponent.String, SessionHost: s.wHost.String}
+		m.Work = &s.work
+	}
+	if s.bProcess.Valid {
+		s.backoff = ActiveBackoff{Process: bmdb.Process(s.bProcess.String), Until: s.bUntil.Time, Cause: s.bCause.String}
+		m.Backoff = &s.backoff
+	}
+	return m, nil
+}
+
+// kept copies the last row scanned, pointers included, so that it outlives
+// the next scan.
+func (s *summaryScanner) kept() MachineSummary {
+	m := s.m
+	if m.AgentStartedAt != nil {
+		t := *m.AgentStartedAt
 		m.AgentStartedAt = &t
 	}
-	if heartbeatAt.Valid {
-		t := heartbeatAt.Time
+	if m.LastHeartbeatAt != nil {
+		t := *m.LastHeartbeatAt
 		m.LastHeartbeatAt = &t
 	}
-	if wProcess.Valid {
-		m.Work = &WorkHeld{Process: bmdb.Process(wProcess.String), Detail: wDetail.String, StartedAt: wStarted.Time,
-			SessionID: wSession.Bytes, SessionComponent: wComponent.String, SessionHost: wHost.String}
+	if m.Work != nil {
+		w := *m.Work
+		m.Work = &w
 	}
-	if bProcess.Valid {
-		m.Backoff = &ActiveBackoff{Process: bmdb.Process(bProcess.String), Until: bUntil.Time, Cause: bCause.String}
+	if m.Backoff != nil {
+		b := *m.Backoff
+		m.Backoff = &b
 	}
-	return nil
+	return m
 }
 
 // collectSummaries reads summary rows in chunks and copies them once into a
@@ -222,15 +266,16 @@ func collectSummaries(rows pgx.Rows) ([]MachineSummary, error) {
 		cur    = make([]MachineSummary, 0, 256)
 		total  int
 	)
+	s := newSummaryScanner()
 	for rows.Next() {
 		if len(cur) == cap(cur) {
 			chunks = append(chunks, cur)
 			cur = make([]MachineSummary, 0, min(2*cap(cur), 16384))
 		}
-		cur = cur[:len(cur)+1]
-		if err := scanSummaryInto(rows, &cur[len(cur)-1]); err != nil {
+		if _, err := s.scan(rows); err != nil {
 			return nil, err
 		}
+		cur = append(cur, s.kept())
 		total++
 	}
 	if err := rows.Err(); err != nil {
@@ -308,6 +353,39 @@ const listWorkMem = "64MB"
 // ListMachines returns the machines that pass the filters of o, sorted and
 // paged in SQL.
 func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, error) {
+	var list []MachineSummary
+	err := o.run(ctx, db, func(rows pgx.Rows) error {
+		var err error
+		list, err = collectSummaries(rows)
+		return err
+	})
+	return list, err
+}
+
+// EachMachine calls fn with the machines ListMachines would return, in its
+// order, each as its row arrives: a caller that prints them decodes while
+// the server still sends, and holds one machine at a time. m is reused for
+// the next row, so fn must copy what it keeps. An error from fn stops the
+// list and is returned.
+func EachMachine(ctx context.Context, db DB, o ListOptions, fn func(m *MachineSummary) error) error {
+	return o.run(ctx, db, func(rows pgx.Rows) error {
+		defer rows.Close()
+		s := newSummaryScanner()
+		for rows.Next() {
+			m, err := s.scan(rows)
+			if err != nil {
+				return err
+			}
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// run queries the list o asks for in one snapshot and hands its rows to fn.
+func (o ListOptions) run(ctx context.Context, db DB, fn func(pgx.Rows) error) error {
 	from, args := o.query()
 	sort := o.Sort
 	if sort == "" {
@@ -315,7 +393,7 @@ func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, 
 	}
 	cols, ok := sortSQL[sort]
 	if !ok {
-		return nil, fmt.Errorf("unknown sort %q", sort)
+		return fmt.Errorf("unknown sort %q", sort)
 	}
 	dir := " ASC NULLS LAST"
 	if o.Descending {
@@ -337,8 +415,7 @@ func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, 
 		args = append(args, o.Offset)
 		q += fmt.Sprintf(" OFFSET $%d", len(args))
 	}
-	var list []MachineSummary
-	err := snapshot(ctx, db, func(db DB) error {
+	return snapshot(ctx, db, func(db DB) error {
 		if _, err := db.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
 			return err
 		}
@@ -346,10 +423,8 @@ func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, 
 		if err != nil {
 			return err
 		}
-		list, err = collectSummaries(rows)
-		return err
+		return fn(rows)
 	})
-	return list, err
 }
 
 // CountMachines returns how many machines pass the filters of o (ignoring
