@@ -112,13 +112,20 @@ field.`,
 			}
 			defer conn.Close()
 			// Machines are decoded as their rows arrive, while the server
-			// still sends the rest; only the table's text is kept.
+			// still sends the rest; only their text is kept. It is printed
+			// after the list's transaction ends: a reader that is slow
+			// (a pager) must not hold a snapshot open on a busy database.
 			if format == "json" {
-				l := newJSONList(a.Out)
+				var out spool
+				l := newJSONList(&out)
 				if err := fleet.EachMachine(ctx, conn.Pool, o, func(m *fleet.MachineSummary) error { return l.add(m) }); err != nil {
 					return err
 				}
-				return l.close()
+				if err := l.close(); err != nil {
+					return err
+				}
+				_, err := out.WriteTo(a.Out)
+				return err
 			}
 			wide, now := format == "wide", time.Now()
 			t := newMachinesTable(wide)

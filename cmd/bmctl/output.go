@@ -85,6 +85,37 @@ func (l *jsonList) close() error {
 	return l.w.Flush()
 }
 
+// spool keeps output to print later (once a query is done), in blocks of a
+// megabyte: unlike a growing buffer it never copies what it holds, which
+// for a whole fleet is tens of megabytes.
+type spool struct{ blocks [][]byte }
+
+func (s *spool) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if len(s.blocks) == 0 || len(s.blocks[len(s.blocks)-1]) == 1<<20 {
+			s.blocks = append(s.blocks, make([]byte, 0, 1<<20))
+		}
+		b := &s.blocks[len(s.blocks)-1]
+		k := min(len(p), cap(*b)-len(*b))
+		*b = append(*b, p[:k]...)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (s *spool) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for _, b := range s.blocks {
+		k, err := w.Write(b)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // table is rows of cells under headers. Columns marked flexible give up
 // width (their cells cut with "…") when the table is wider than the terminal.
 //

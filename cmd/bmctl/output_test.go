@@ -119,3 +119,21 @@ func TestTableLateWideCell(t *testing.T) {
 		t.Fatalf("%d lines, want %d", len(g), len(w))
 	}
 }
+
+// TestSpool: what is written across a spool's blocks comes back in order.
+func TestSpool(t *testing.T) {
+	var s spool
+	var want strings.Builder
+	for i := 0; want.Len() < 3<<20; i++ {
+		line := fmt.Sprintf("line %d %s\n", i, strings.Repeat("x", i%5000))
+		s.Write([]byte(line))
+		want.WriteString(line)
+	}
+	var got strings.Builder
+	if n, err := s.WriteTo(&got); err != nil || n != int64(want.Len()) || got.String() != want.String() {
+		t.Errorf("spool gave back %d bytes (%v), equal: %v; want %d", n, err, got.String() == want.String(), want.Len())
+	}
+	if len(s.blocks) < 3 {
+		t.Errorf("%d bytes in %d blocks", want.Len(), len(s.blocks))
+	}
+}
