@@ -364,9 +364,11 @@ func ListMachines(ctx context.Context, db DB, o ListOptions) ([]MachineSummary, 
 
 // EachMachine calls fn with the machines ListMachines would return, in its
 // order, each as its row arrives: a caller that prints them decodes while
-// the server still sends, and holds one machine at a time. m is reused for
-// the next row, so fn must copy what it keeps. An error from fn stops the
-// list and is returned.
+// the server still sends, and holds one machine at a time. m and what it
+// points to are reused for the next row, so fn must copy what it keeps. fn
+// runs inside the list's read-only transaction, so it should not wait on
+// anything slow (print to memory, not to a pager). An error from fn stops
+// the list and is returned.
 func EachMachine(ctx context.Context, db DB, o ListOptions, fn func(m *MachineSummary) error) error {
 	return o.run(ctx, db, func(rows pgx.Rows) error {
 		defer rows.Close()
