@@ -20,7 +20,7 @@ test: setup
 # One table, one run, on a dedicated throwaway PostgreSQL cluster: pgbench's
 # ceiling, claim+finish against the seed's way, candidate latency at 100k and
 # 1M machines, shepherd memory. Saves the table and the plans in bench/.
-# About 10 minutes. The Go benchmarks: go test -run '^$' -bench . ./pkg/bmdb/
+# About 13 minutes. The Go benchmarks: go test -run '^$' -bench . ./pkg/bmdb/
 bench: setup build
 	./$(BIN) dev bench --out bench
 

@@ -101,7 +101,8 @@ func newDevBenchCmd(a *app) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure claim throughput and candidate latency on a dedicated PostgreSQL cluster",
 		Long: `Starts a throwaway PostgreSQL cluster (fsync off) and measures, in one run:
-pgbench -N tps, claim+finish cycles/s through bmdb and the seed's way, and
+pgbench -N tps, claim+finish cycles/s through bmdb and the seed's way (the three
+interleaved at each concurrency, --rounds times, each cell the median), and
 candidate query latency in the steady profile. Prints one table and saves it
 with the EXPLAIN (ANALYZE, BUFFERS) plans in --out. Ignores --db: it never
 touches a configured database.`,
@@ -117,6 +118,9 @@ touches a configured database.`,
 			if cfg.Duration < time.Second {
 				return usageError{fmt.Errorf("--duration must be at least 1s, got %s", cfg.Duration)}
 			}
+			if cfg.Rounds < 1 {
+				return usageError{fmt.Errorf("--rounds must be at least 1, got %d", cfg.Rounds)}
+			}
 			cfg.Progress = a.Err
 			if exe, err := os.Executable(); err == nil {
 				cfg.ShepherdBinary = exe
@@ -126,6 +130,7 @@ touches a configured database.`,
 	}
 	cmd.Flags().StringVar(&cfg.Dir, "out", "bench", "directory for the table and the query plans")
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each throughput measurement")
+	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 3, "interleaved rounds of throughput measurements; each cell is their median")
 	cmd.Flags().StringVar(&fleets, "fleets", "100000,1000000", "steady fleet sizes for candidate latency")
 	cmd.Flags().IntVar(&cfg.ClaimMachines, "claim-machines", 100_000, "fleet size for claim+finish")
 	cmd.Flags().IntVar(&cfg.ClaimEligible, "claim-eligible", 10_000, "AgentStart candidates in the claim+finish fleet")

@@ -6,12 +6,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +28,8 @@ type Config struct {
 	Dir string
 	// Duration of each throughput measurement.
 	Duration time.Duration
+	// Rounds of throughput measurements; each cell is their median.
+	Rounds int
 	// Sessions are the concurrency levels of the throughput measurements.
 	Sessions []int
 	// ClaimMachines and ClaimEligible shape the claim+finish fleet.
@@ -52,6 +56,9 @@ func (c *Config) defaults() {
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 3
 	}
 	if len(c.Sessions) == 0 {
 		c.Sessions = []int{1, 4, 16}
@@ -86,6 +93,7 @@ type Results struct {
 	Server             string
 	Settings           string
 	Duration           time.Duration
+	Rounds             int
 	Sessions           []int
 	Pgbench            map[int]float64
 	Claim              map[int]Throughput
@@ -171,7 +179,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer conn.Close()
 
-	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Sessions: cfg.Sessions,
+	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Rounds: cfg.Rounds, Sessions: cfg.Sessions,
 		Pgbench: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
 		LoadStart: loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
 	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
@@ -190,25 +198,36 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := reseed(ctx, conn, cfg.ClaimMachines, claimFleet); err != nil {
 		return err
 	}
+	// Rounds interleave the three at every concurrency; each cell is the
+	// median of its rounds, so one slow moment (a cold cache, autovacuum,
+	// another process) does not decide a comparison.
+	pgRuns, claimRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
+	for round := 1; round <= cfg.Rounds; round++ {
+		for _, c := range cfg.Sessions {
+			tps, err := pg.run(ctx, c, cfg.Duration)
+			if err != nil {
+				return err
+			}
+			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, tps)
+			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps})
+			t, err := claimFinish(ctx, conn, c, cfg.Duration)
+			if err != nil {
+				return err
+			}
+			logf("round %d: claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", round, c, t.CyclesPerSec, t.Empty)
+			claimRuns[c] = append(claimRuns[c], t)
+			t, err = seedWay(ctx, conn, c, cfg.Duration)
+			if err != nil {
+				return err
+			}
+			logf("round %d: seed's way, %d sessions: %.0f cycles/s, %d retries", round, c, t.CyclesPerSec, t.Retries)
+			seedRuns[c] = append(seedRuns[c], t)
+		}
+	}
 	for _, c := range cfg.Sessions {
-		tps, err := pg.run(ctx, c, cfg.Duration)
-		if err != nil {
-			return err
-		}
-		logf("pgbench -N -c %d: %.0f tps", c, tps)
-		res.Pgbench[c] = tps
-		t, err := claimFinish(ctx, conn, c, cfg.Duration)
-		if err != nil {
-			return err
-		}
-		logf("claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", c, t.CyclesPerSec, t.Empty)
-		res.Claim[c] = t
-		t, err = seedWay(ctx, conn, c, cfg.Duration)
-		if err != nil {
-			return err
-		}
-		logf("seed's way, %d sessions: %.0f cycles/s, %d retries", c, t.CyclesPerSec, t.Retries)
-		res.Seed[c] = t
+		res.Pgbench[c] = median(pgRuns[c]).CyclesPerSec
+		res.Claim[c] = median(claimRuns[c])
+		res.Seed[c] = median(seedRuns[c])
 	}
 
 	// Candidate latency in the steady profile.
@@ -287,6 +306,12 @@ func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
 	}
 	_, err := conn.Pool.Exec(ctx, `VACUUM (ANALYZE) machines, machine_provided, machine_agent_started, machine_agent_heartbeat, work, work_backoff, work_history, sessions`)
 	return err
+}
+
+// median is the run with the median rate (the upper one of an even count).
+func median(runs []Throughput) Throughput {
+	sorted := slices.SortedFunc(slices.Values(runs), func(a, b Throughput) int { return cmp.Compare(a.CyclesPerSec, b.CyclesPerSec) })
+	return sorted[len(sorted)/2]
 }
 
 func cpus() int { return runtime.NumCPU() }

@@ -21,7 +21,7 @@ func TestRunSmall(t *testing.T) {
 	dir := t.TempDir()
 	var out strings.Builder
 	cfg := Config{
-		Dir: dir, URL: pgtest.URL(t), Duration: time.Second, Sessions: []int{1, 4},
+		Dir: dir, URL: pgtest.URL(t), Duration: time.Second, Rounds: 2, Sessions: []int{1, 4},
 		ClaimMachines: 2000, ClaimEligible: 200, Fleets: []int{2000}, Samples: 20, PgbenchScale: 1,
 	}
 	if err := Run(context.Background(), cfg, &out); err != nil {

@@ -11,8 +11,8 @@ import (
 // held to and whether it met it.
 func render(r *Results) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "bmctl bench, %s: PostgreSQL %s (%s), %d CPUs, %s per throughput cell\n",
-		r.Started.Format("2006-01-02 15:04 UTC"), r.Server, r.Settings, cpus(), r.Duration)
+	fmt.Fprintf(&b, "bmctl bench, %s: PostgreSQL %s (%s), %d CPUs, %s per throughput run, each cell the median of %d interleaved rounds\n",
+		r.Started.Format("2006-01-02 15:04 UTC"), r.Server, r.Settings, cpus(), r.Duration, r.Rounds)
 	fmt.Fprintf(&b, "load average at start %s, at end %s (other work on these CPUs skews every number)\n\n", r.LoadStart, r.LoadEnd)
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	row := func(cells ...string) { fmt.Fprintln(w, strings.Join(cells, "\t")+"\t") }
