@@ -96,12 +96,14 @@ type Results struct {
 	Rounds             int
 	Sessions           []int
 	Pgbench            map[int]float64
-	Claim              map[int]Throughput
-	Seed               map[int]Throughput
-	Candidates         []Latency
-	HOT                HOTStats
-	Shepherd           string // peak RSS, or why not measured
-	ShepherdOK         bool
+	// ClaimPool is the connections claim+finish and the seed's way share.
+	ClaimPool  int
+	Claim      map[int]Throughput
+	Seed       map[int]Throughput
+	Candidates []Latency
+	HOT        HOTStats
+	Shepherd   string // peak RSS, or why not measured
+	ShepherdOK bool
 	// ShepherdClaims the shepherd made while measured.
 	ShepherdClaims int
 }
@@ -198,6 +200,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := reseed(ctx, conn, cfg.ClaimMachines, claimFleet); err != nil {
 		return err
 	}
+	// Claims go through one pool as the shepherd's do: a session is a lease,
+	// not a connection, and the pool (bmdb's default size) is what keeps the
+	// database at the concurrency it runs best at. pgbench, the ceiling,
+	// opens a connection per client.
+	shepherdConn, err := bmdb.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer shepherdConn.Close()
+	res.ClaimPool = int(shepherdConn.Pool.Config().MaxConns)
 	// Rounds interleave the three at every concurrency; each cell is the
 	// median of its rounds, so one slow moment (a cold cache, autovacuum,
 	// another process) does not decide a comparison.
@@ -210,13 +222,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			}
 			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, tps)
 			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps})
-			t, err := claimFinish(ctx, conn, c, cfg.Duration)
+			t, err := claimFinish(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
 			logf("round %d: claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", round, c, t.CyclesPerSec, t.Empty)
 			claimRuns[c] = append(claimRuns[c], t)
-			t, err = seedWay(ctx, conn, c, cfg.Duration)
+			t, err = seedWay(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
 			}

@@ -85,7 +85,8 @@ func render(r *Results) string {
 	}
 	row(append(cells, "< 100 MB", met)...)
 	w.Flush()
-	fmt.Fprintf(&b, "\nclaims ask for %d candidate; candidate latency is the query and its rows inside a transaction, %s.\n",
+	fmt.Fprintf(&b, "\nclaim+finish and the seed's way: the sessions share one pool of %d connections, as a shepherd's workers do (bmdb's default); pgbench: a connection per client.\n", r.ClaimPool)
+	fmt.Fprintf(&b, "claims ask for %d candidate; candidate latency is the query and its rows inside a transaction, %s.\n",
 		ClaimLimit, "over the pool's prepared statements")
 	var plans []string
 	for _, l := range r.Candidates {
