@@ -96,6 +96,8 @@ type Results struct {
 	Rounds             int
 	Sessions           []int
 	Pgbench            map[int]float64
+	// Ratio is 2 × claim+finish cycles/s ÷ pgbench tps, per round, median.
+	Ratio map[int]float64
 	// ClaimPool is the connections claim+finish and the seed's way share.
 	ClaimPool  int
 	Claim      map[int]Throughput
@@ -182,7 +184,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer conn.Close()
 
 	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Rounds: cfg.Rounds, Sessions: cfg.Sessions,
-		Pgbench: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
+		Pgbench: map[int]float64{}, Ratio: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
 		LoadStart: loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
 	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
 		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
@@ -237,6 +239,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 	}
 	for _, c := range cfg.Sessions {
+		// The ratio pairs each claim run with the pgbench run just before
+		// it, under the same conditions, and takes the median pair.
+		var ratios []Throughput
+		for i, t := range claimRuns[c] {
+			ratios = append(ratios, Throughput{CyclesPerSec: 2 * t.CyclesPerSec / pgRuns[c][i].CyclesPerSec})
+		}
+		res.Ratio[c] = median(ratios).CyclesPerSec
 		res.Pgbench[c] = median(pgRuns[c]).CyclesPerSec
 		res.Claim[c] = median(claimRuns[c])
 		res.Seed[c] = median(seedRuns[c])

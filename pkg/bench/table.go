@@ -28,12 +28,7 @@ func render(r *Results) string {
 		}
 		row(append(cells, target, met)...)
 	}
-	ratio := func(c int) float64 {
-		if r.Pgbench[c] == 0 {
-			return 0
-		}
-		return 2 * r.Claim[c].CyclesPerSec / r.Pgbench[c]
-	}
+	ratio := func(c int) float64 { return r.Ratio[c] }
 	per("pgbench -N tps (ceiling)", func(c int) string { return fmt.Sprintf("%.0f", r.Pgbench[c]) }, "", "")
 	per("claim+finish cycles/s (bmdb)", func(c int) string { return fmt.Sprintf("%.0f", r.Claim[c].CyclesPerSec) },
 		"16 ≥ 4", yes(r.Claim[16].CyclesPerSec >= r.Claim[4].CyclesPerSec))
@@ -41,7 +36,7 @@ func render(r *Results) string {
 		return fmt.Sprintf("%.3f", perCycle(r.Claim[c].Empty, r.Claim[c].Cycles))
 	}, "", "")
 	metRatio := ratio(4) >= 0.5 && ratio(16) >= 0.5
-	per("  2×cycles/s ÷ pgbench tps", func(c int) string { return fmt.Sprintf("%.2f", ratio(c)) }, "≥ 0.5 at 4, 16", yes(metRatio))
+	per("  2×cycles/s ÷ pgbench tps (per round)", func(c int) string { return fmt.Sprintf("%.2f", ratio(c)) }, "≥ 0.5 at 4, 16", yes(metRatio))
 	faster := true
 	for _, c := range r.Sessions {
 		faster = faster && r.Claim[c].CyclesPerSec > r.Seed[c].CyclesPerSec
