@@ -148,7 +148,9 @@ func history(ctx context.Context, tx pgx.Tx, s *bmdb.Session, machine uuid.UUID,
 
 // serializable runs fn under SERIALIZABLE after the same session check bmdb
 // makes, retrying serialization failures (and the unique violations a lost
-// race can surface as) with the same jitter as bmdb.
+// race can surface as) with the same jitter as bmdb, for as long as it takes:
+// at 16 sessions a transaction can fail a hundred times in a row, and giving
+// up on a finish would leave its machine locked.
 func serializable(ctx context.Context, conn *bmdb.Conn, s *bmdb.Session, t *counters, fn func(tx pgx.Tx) error) error {
 	for attempt := 0; ; attempt++ {
 		err := pgx.BeginTxFunc(ctx, conn.Pool, pgx.TxOptions{IsoLevel: pgx.Serializable}, func(tx pgx.Tx) error {
@@ -162,7 +164,7 @@ func serializable(ctx context.Context, conn *bmdb.Conn, s *bmdb.Session, t *coun
 			return fn(tx)
 		})
 		var pe *pgconn.PgError
-		if attempt < 100 && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505") {
+		if ctx.Err() == nil && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505") {
 			t.retries.Add(1)
 			time.Sleep(time.Duration(rand.IntN(5*(min(attempt, 10)+1))) * time.Millisecond)
 			continue
