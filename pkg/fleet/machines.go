@@ -235,25 +235,29 @@ func (s *summaryScanner) scan(row pgx.Row) (*MachineSummary, error) {
 
 // kept copies the last row scanned, pointers included, so that it outlives
 // the next scan.
-func (s *summaryScanner) kept() MachineSummary {
-	m := s.m
-	if m.AgentStartedAt != nil {
-		t := *m.AgentStartedAt
-		m.AgentStartedAt = &t
+func (s *summaryScanner) kept() MachineSummary { return s.m.Clone() }
+
+// Clone copies m with what it points to, for keeping a machine EachMachine
+// hands over.
+func (m *MachineSummary) Clone() MachineSummary {
+	c := *m
+	if c.AgentStartedAt != nil {
+		t := *c.AgentStartedAt
+		c.AgentStartedAt = &t
 	}
-	if m.LastHeartbeatAt != nil {
-		t := *m.LastHeartbeatAt
-		m.LastHeartbeatAt = &t
+	if c.LastHeartbeatAt != nil {
+		t := *c.LastHeartbeatAt
+		c.LastHeartbeatAt = &t
 	}
-	if m.Work != nil {
-		w := *m.Work
-		m.Work = &w
+	if c.Work != nil {
+		w := *c.Work
+		c.Work = &w
 	}
-	if m.Backoff != nil {
-		b := *m.Backoff
-		m.Backoff = &b
+	if c.Backoff != nil {
+		b := *c.Backoff
+		c.Backoff = &b
 	}
-	return m
+	return c
 }
 
 // collectSummaries reads summary rows in chunks and copies them once into a
