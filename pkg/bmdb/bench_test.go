@@ -48,52 +48,66 @@ func benchConn(b *testing.B, n int, p seed.Profile) *bmdb.Conn {
 
 // BenchmarkClaimFinish: sessions each claim an AgentStart machine and finish
 // it at once, over 10,000 provided machines none of which has an agent.
-// Finishing sets no tag, so every machine stays a candidate.
+// Finishing sets no tag, so every machine stays a candidate. claim=statement
+// is the shepherd's ClaimAgentStart, claim=work the general Work with
+// AgentStartCandidates.
 func BenchmarkClaimFinish(b *testing.B) {
 	conn := benchConn(b, 10_000, seed.Profile{Name: "new", New: 1})
-	for _, n := range []int{1, 4, 16} {
-		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			ctx := context.Background()
-			sessions := make([]*bmdb.Session, n)
-			for i := range sessions {
-				s, err := conn.StartSession(ctx, bmdb.SessionConfig{Component: "bench", Interval: time.Minute})
-				if err != nil {
+	claims := []struct {
+		name  string
+		claim func(ctx context.Context, s *bmdb.Session) (*bmdb.Work, error)
+	}{
+		{"statement", func(ctx context.Context, s *bmdb.Session) (*bmdb.Work, error) { return s.ClaimAgentStart(ctx) }},
+		{"work", func(ctx context.Context, s *bmdb.Session) (*bmdb.Work, error) {
+			return s.Work(ctx, bmdb.ProcessShepherdAgentStart, func(tx pgx.Tx) ([]uuid.UUID, error) {
+				return bmdb.AgentStartCandidates(ctx, tx, 1)
+			})
+		}},
+	}
+	for _, c := range claims {
+		for _, n := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("claim=%s/sessions=%d", c.name, n), func(b *testing.B) {
+				ctx := context.Background()
+				sessions := make([]*bmdb.Session, n)
+				for i := range sessions {
+					s, err := conn.StartSession(ctx, bmdb.SessionConfig{Component: "bench", Interval: time.Minute})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer s.Close(ctx)
+					sessions[i] = s
+				}
+				var left, empty atomic.Int64
+				left.Store(int64(b.N))
+				b.ResetTimer()
+				var g errgroup.Group
+				for _, s := range sessions {
+					g.Go(func() error {
+						for left.Add(-1) >= 0 {
+							w, err := c.claim(ctx, s)
+							if errors.Is(err, bmdb.ErrNothingToDo) {
+								// Lost a race for the same machine: try again.
+								empty.Add(1)
+								left.Add(1)
+								continue
+							}
+							if err != nil {
+								return err
+							}
+							if err := w.Finish(ctx, nil); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+				}
+				if err := g.Wait(); err != nil {
 					b.Fatal(err)
 				}
-				defer s.Close(ctx)
-				sessions[i] = s
-			}
-			candidates := func(tx pgx.Tx) ([]uuid.UUID, error) { return bmdb.AgentStartCandidates(ctx, tx, 1) }
-			var left, empty atomic.Int64
-			left.Store(int64(b.N))
-			b.ResetTimer()
-			var g errgroup.Group
-			for _, s := range sessions {
-				g.Go(func() error {
-					for left.Add(-1) >= 0 {
-						w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, candidates)
-						if errors.Is(err, bmdb.ErrNothingToDo) {
-							// Lost a race for the same machine: try again.
-							empty.Add(1)
-							left.Add(1)
-							continue
-						}
-						if err != nil {
-							return err
-						}
-						if err := w.Finish(ctx, nil); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			}
-			if err := g.Wait(); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
-			b.ReportMetric(float64(empty.Load())/float64(b.N), "empty/op")
-		})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
+				b.ReportMetric(float64(empty.Load())/float64(b.N), "empty/op")
+			})
+		}
 	}
 }
 
