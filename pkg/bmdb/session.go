@@ -166,7 +166,7 @@ func (s *Session) Close(ctx context.Context) error {
 // ErrSessionExpired if the session is dead, and retries fn on serialization
 // failures and deadlocks, so fn must be safe to run more than once.
 func (s *Session) Transact(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return s.retrying(func() error {
+	return retrying(func() error {
 		return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
 			if err := s.checkAlive(ctx, tx); err != nil {
 				return err
@@ -177,7 +177,7 @@ func (s *Session) Transact(ctx context.Context, fn func(tx pgx.Tx) error) error 
 }
 
 // retrying runs op again on serialization failures and deadlocks.
-func (s *Session) retrying(op func() error) error {
+func retrying(op func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := op()
 		if attempt < 10 && retryable(err) {

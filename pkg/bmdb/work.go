@@ -31,7 +31,7 @@ type Work struct {
 // candidate could be claimed.
 func (s *Session) Work(ctx context.Context, process Process, candidates func(tx pgx.Tx) ([]uuid.UUID, error)) (*Work, error) {
 	var claimed uuid.UUID
-	err := s.retrying(func() error {
+	err := retrying(func() error {
 		return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
 			claimed = uuid.Nil
 			ids, err := candidates(tx)
@@ -73,7 +73,7 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 			found   bool
 			claimed uuid.UUID
 		)
-		err := s.retrying(func() (err error) {
+		err := retrying(func() (err error) {
 			found, claimed, err = s.claim(ctx, s.conn.Pool, ctes, candidates, uuid.New(), ProcessShepherdAgentStart)
 			return err
 		})
@@ -193,7 +193,7 @@ func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff boo
 		}
 		return nil
 	}
-	err := w.s.retrying(func() error {
+	err := retrying(func() error {
 		if fn == nil {
 			return release(w.s.conn.Pool)
 		}
