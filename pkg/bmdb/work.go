@@ -64,17 +64,13 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 // together, with no transaction held open across round trips. Returns
 // ErrNothingToDo when no machine is eligible.
 func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
-	// Like AgentStartCandidates: from a random id up, else from the start.
-	ctes := `after AS (` + agentStartSQL(">=", "", 1) + `),
-		before AS (` + agentStartSQL("<", "NOT EXISTS (SELECT 1 FROM after)", 1) + `),`
-	const candidates = `SELECT machine_id FROM after UNION ALL SELECT machine_id FROM before`
 	for range 10 {
 		var (
 			found   bool
 			claimed uuid.UUID
 		)
 		err := retrying(func() (err error) {
-			found, claimed, err = s.claim(ctx, s.conn.Pool, ctes, candidates, uuid.New(), ProcessShepherdAgentStart)
+			found, claimed, err = s.claim(ctx, s.conn.Pool, agentStartClaimCTEs, agentStartClaimCandidates, uuid.New(), ProcessShepherdAgentStart)
 			return err
 		})
 		switch {
@@ -90,6 +86,14 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 	}
 	return nil, ErrNothingToDo
 }
+
+// The candidates of ClaimAgentStart, written once: like AgentStartCandidates,
+// from a random id ($1) up, else from the lowest id.
+var (
+	agentStartClaimCTEs = `after AS (` + agentStartSQL(">=", "", 1) + `),
+		before AS (` + agentStartSQL("<", "NOT EXISTS (SELECT 1 FROM after)", 1) + `),`
+	agentStartClaimCandidates = `SELECT machine_id FROM after UNION ALL SELECT machine_id FROM before`
+)
 
 // claim runs one statement that checks the session, claims the first machine
 // the candidates query yields ($1 is arg; ctes, if any, end with a comma) and
