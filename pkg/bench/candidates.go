@@ -26,7 +26,7 @@ type candidateQuery struct {
 var candidateQueries = []candidateQuery{
 	{"AgentStart", bmdb.AgentStartCandidates},
 	{"Recovery", func(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, limit)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultPolicy(), limit)
 	}},
 }
 

@@ -47,14 +47,16 @@ type OldestWork struct {
 
 // GetStats counts the fleet in one snapshot.
 func GetStats(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Stats, error) {
-	th = thresholdsOrDefault(th)
 	st := Stats{ByState: map[State]int{}}
 	for _, s := range States {
 		st.ByState[s] = 0
 	}
 	err := snapshot(ctx, db, func(db DB) error {
-		rows, err := db.Query(ctx, "SELECT state, count(*) FROM ("+machineRowsSQL+") x GROUP BY state",
-			th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds())
+		pol, err := resolvePolicy(ctx, db, nil, th)
+		if err != nil {
+			return err
+		}
+		rows, err := db.Query(ctx, "SELECT state, count(*) FROM ("+machineRowsSQL(pol)+") x GROUP BY state", thresholdArgs(pol)...)
 		if err != nil {
 			return err
 		}
