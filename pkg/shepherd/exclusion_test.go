@@ -280,7 +280,9 @@ func TestWorkerStartsNewSessionWhenItsSessionExpires(t *testing.T) {
 	e := newEnv(t)
 	metrics := shepherd.NewMetrics(nil)
 	e.run(shepherd.Config{AgentStart: e.agentStart(), Metrics: metrics, SessionInterval: time.Second})
-	waitFor(t, "the workers' sessions", func() bool { return e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`) == 2 })
+	waitFor(t, "the workers' sessions", func() bool {
+		return e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`) == 2
+	})
 	old := e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`)
 	if _, err := e.conn.Pool.Exec(context.Background(), `UPDATE sessions SET session_deadline = now() - interval '1 minute'`); err != nil {
 		t.Fatal(err)
