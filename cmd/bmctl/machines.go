@@ -35,14 +35,14 @@ func newMachinesCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// thresholdFlags are Recovery's liveness thresholds, which decide the
-// healthy/stale states a view shows; set them as the shepherd has them.
+// thresholdFlags override Recovery's liveness thresholds, which decide the
+// healthy/stale states a view shows. Unset, a view takes the ones the
+// running shepherd recorded in BMDB (bmdb.CurrentPolicy).
 type thresholdFlags struct{ th bmdb.RecoveryThresholds }
 
 func (t *thresholdFlags) register(cmd *cobra.Command) {
-	t.th = bmdb.DefaultRecoveryThresholds
-	cmd.Flags().DurationVar(&t.th.StaleHeartbeat, "stale-heartbeat", t.th.StaleHeartbeat, "a heartbeat older than this is stale (as the shepherd's Recovery sees it)")
-	cmd.Flags().DurationVar(&t.th.NoHeartbeatAfterStart, "no-heartbeat-after-start", t.th.NoHeartbeatAfterStart, "an agent silent this long after its start needs recovery")
+	cmd.Flags().DurationVar(&t.th.StaleHeartbeat, "stale-heartbeat", 0, "judge heartbeats older than this stale (default: the running shepherd's threshold)")
+	cmd.Flags().DurationVar(&t.th.NoHeartbeatAfterStart, "no-heartbeat-after-start", 0, "judge agents silent this long after their start dead (default: the running shepherd's threshold)")
 }
 
 func newMachinesListCmd(a *app) *cobra.Command {

@@ -2,6 +2,7 @@ package bmdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -245,3 +246,82 @@ func MarkOverBudget(ctx context.Context, db DBTX, pol Policy, by Recorder) ([]uu
 
 // scope names for breaker overrides and states.
 func LocationScope(location string) string { return "location:" + location }
+
+// ObserverState is the heartbeat observer as recorded.
+type ObserverState struct {
+	AliveAt time.Time `json:"alive_at"`
+	Since   time.Time `json:"since"`
+	Gap     float64   `json:"gap_seconds"`
+	Host    string    `json:"host"`
+	// Alive: an endpoint wrote within the gap.
+	Alive bool `json:"alive"`
+	// LastGap is the latest gap seen, if any.
+	LastGap *ObserverGap `json:"last_gap"`
+}
+
+// ObserverGap is a time no endpoint was alive and writing.
+type ObserverGap struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// BrakesStatus is the brakes at a glance, for stats and the TUI.
+type BrakesStatus struct {
+	Breakers []BreakerState `json:"breakers"`
+	// Stopped lists the scopes where Recovery stops: open breakers, and
+	// "fleet" when its breaker was not evaluated within the policy's MaxAge
+	// (Stale).
+	Stopped []string `json:"stopped"`
+	Stale   bool     `json:"stale"`
+	// Observer is nil when no endpoint ever recorded itself.
+	Observer *ObserverState `json:"observer"`
+	Holds    int            `json:"holds"`
+	// Attention counts needs-attention marks.
+	Attention int `json:"attention"`
+}
+
+// Brakes reads the brakes' state under pol (for MaxAge).
+func Brakes(ctx context.Context, db DBTX, pol Policy) (BrakesStatus, error) {
+	pol = pol.WithDefaults()
+	var st BrakesStatus
+	var err error
+	if st.Breakers, err = Breakers(ctx, db); err != nil {
+		return st, err
+	}
+	var fresh bool
+	err = db.QueryRow(ctx, `
+		SELECT coalesce((SELECT breaker_evaluated_at > now() - make_interval(secs => $1) FROM breaker_states WHERE breaker_scope = 'fleet'), false),
+		       (SELECT count(*) FROM machine_holds WHERE hold_until IS NULL OR hold_until > now()),
+		       (SELECT count(*) FROM machine_attention)`, pol.Breaker.MaxAge.Seconds()).Scan(&fresh, &st.Holds, &st.Attention)
+	if err != nil {
+		return st, err
+	}
+	st.Stale = !fresh
+	if st.Stale {
+		st.Stopped = append(st.Stopped, "fleet")
+	}
+	for _, b := range st.Breakers {
+		if b.Open && !(st.Stale && b.Scope == "fleet") {
+			st.Stopped = append(st.Stopped, b.Scope)
+		}
+	}
+	var o ObserverState
+	var from, to *time.Time
+	err = db.QueryRow(ctx, `
+		SELECT o.observer_alive_at, o.observer_since, o.observer_gap_seconds, o.observer_host,
+		       o.observer_alive_at > now() - make_interval(secs => o.observer_gap_seconds), g.gap_from, g.gap_to
+		FROM heartbeat_observer o
+		LEFT JOIN LATERAL (SELECT gap_from, gap_to FROM heartbeat_observer_gaps ORDER BY gap_id DESC LIMIT 1) g ON true`).
+		Scan(&o.AliveAt, &o.Since, &o.Gap, &o.Host, &o.Alive, &from, &to)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return st, nil
+	case err != nil:
+		return st, err
+	}
+	if from != nil {
+		o.LastGap = &ObserverGap{From: *from, To: *to}
+	}
+	st.Observer = &o
+	return st, nil
+}

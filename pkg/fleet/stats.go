@@ -22,6 +22,11 @@ type Stats struct {
 	Sessions  SessionStats   `json:"sessions"`
 	// OldestWork is the work item held longest, nil when nothing is held.
 	OldestWork *OldestWork `json:"oldest_work"`
+	// Policy is what the states were judged by: the running shepherd's.
+	Policy bmdb.RecordedPolicy `json:"policy"`
+	// Brakes: breakers (Recovery stops where one is open), the heartbeat
+	// observer, holds and needs-attention marks.
+	Brakes bmdb.BrakesStatus `json:"brakes"`
 }
 
 type ProcessStats struct {
@@ -52,8 +57,16 @@ func GetStats(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Stats, er
 		st.ByState[s] = 0
 	}
 	err := snapshot(ctx, db, func(db DB) error {
-		pol, err := resolvePolicy(ctx, db, nil, th)
+		rp, err := bmdb.CurrentPolicy(ctx, db)
 		if err != nil {
+			return err
+		}
+		st.Policy = rp
+		pol, err := resolvePolicy(ctx, db, &rp.Policy, th)
+		if err != nil {
+			return err
+		}
+		if st.Brakes, err = bmdb.Brakes(ctx, db, pol); err != nil {
 			return err
 		}
 		rows, err := db.Query(ctx, "SELECT state, count(*) FROM ("+machineRowsSQL(pol)+") x GROUP BY state", thresholdArgs(pol)...)

@@ -86,6 +86,8 @@ type Summary struct {
 	ByState  map[State]int
 	Work     map[bmdb.Process]int
 	Backoffs map[bmdb.Process]int
+	// Brakes are the breakers, observer, holds and marks.
+	Brakes bmdb.BrakesStatus
 }
 
 // WatchWindow returns the machines o.Offset to o.Offset+o.Limit of the list o
@@ -327,6 +329,9 @@ func fleetSummary(ctx context.Context, db DB, o ListOptions) (Summary, error) {
 		}
 		if n := sum.Machines - trouble - sum.ByState[StateUnprovided]; n > 0 {
 			sum.ByState[StateHealthy] = n
+		}
+		if sum.Brakes, err = bmdb.Brakes(ctx, tx, o.policy()); err != nil {
+			return err
 		}
 		rows, err = tx.Query(ctx, `
 			SELECT process, count(*), 'work' FROM work GROUP BY process
