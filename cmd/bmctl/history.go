@@ -280,6 +280,16 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		}
 		return now.Add(-d), nil
 	}
+	if t, err := parseTime(s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf(`--since %q is neither a duration ("90m", "2h", "3d") nor a time ("2026-11-25 10:00", RFC 3339)`, s)
+}
+
+// parseTime reads a local time ("2026-11-25 10:00[:05]", "2026-11-25") or
+// RFC 3339.
+func parseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
@@ -288,7 +298,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf(`--since %q is neither a duration ("90m", "2h", "3d") nor a time ("2026-11-25 10:00", RFC 3339)`, s)
+	return time.Time{}, fmt.Errorf("%q is not a time", s)
 }
 
 // resolveMachine turns a command-line machine reference into an id; a
