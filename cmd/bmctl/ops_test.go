@@ -4,9 +4,11 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/creack/pty"
 	"github.com/google/uuid"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -203,3 +205,183 @@ func TestOpsRecordOperator(t *testing.T) {
 	}
 }
 
+// TestOpsSelectors: machines by reference or by filters, never both, and
+// never nothing.
+func TestOpsSelectors(t *testing.T) {
+	f := newOpsFleet(t)
+	held := func() map[string]bool {
+		t.Helper()
+		rows, err := f.conn.Pool.Query(context.Background(), `SELECT provider_id FROM machine_holds JOIN machine_provided USING (machine_id)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = true
+		}
+		return out
+	}
+	var res struct {
+		Changes []struct {
+			ProviderID string `json:"provider_id"`
+		} `json:"changes"`
+	}
+	plan := func(args ...string) []string {
+		t.Helper()
+		decodeJSON(t, f.ok(append(args, "--dry-run", "-o", "json")...), &res)
+		var ids []string
+		for _, c := range res.Changes {
+			ids = append(ids, c.ProviderID)
+		}
+		return ids
+	}
+	eq := func(what string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s selects %v, want %v", what, got, want)
+		}
+	}
+	hold := []string{"hold", "--reason", "r"}
+	eq("--location fra1", plan(append(hold, "--location", "fra1")...), sortedBy(f, "srv-backoff", "srv-started")...)
+	eq("--location ams1 --state new", plan(append(hold, "--location", "ams1", "--state", "new")...), sortedBy(f, "srv-held", "srv-idle")...)
+	eq("--provider nope", nil)
+	if r := f.run(append(hold, "--provider", "nope")...); r.code != 1 || !strings.Contains(r.err, "no machine matches --provider nope") || len(outLines(r.err)) != 1 {
+		t.Errorf("a selector matching nothing: %+v", r)
+	}
+	if got := plan(append(hold, "--all")...); len(got) != 7 {
+		t.Errorf("--all selects %v", got)
+	}
+	// References: each machine once, by provider id, prefix or UUID.
+	eq("references", plan(append(hold, "srv-idle", f.started.String()[:8], f.idle.String())...), "srv-idle", "srv-started")
+
+	for _, bad := range [][]string{
+		{"hold", "--reason", "r"},                                   // nothing selected
+		{"hold", "srv-idle", "--location", "ams1", "--reason", "r"}, // both
+		{"hold", "--all", "--state", "new", "--reason", "r"},        // --all and a filter
+		{"hold", "--state", "sleepy", "--reason", "r"},              // unknown state
+	} {
+		r := f.run(bad...)
+		if r.code != 2 || len(outLines(r.err)) != 1 || r.out != "" {
+			t.Errorf("%v: want one usage line, got %+v", bad, r)
+		}
+	}
+	if len(held()) != 1 {
+		t.Errorf("selector tests changed holds: %v", held())
+	}
+}
+
+// sortedBy orders provider ids as a filter selects them: by machine id.
+func sortedBy(f *opsFleet, providerIDs ...string) []string {
+	ids := map[string]string{}
+	for _, p := range providerIDs {
+		var id string
+		if err := f.conn.Pool.QueryRow(context.Background(), `SELECT machine_id::text FROM machine_provided WHERE provider_id = $1`, p).Scan(&id); err != nil {
+			f.t.Fatal(err)
+		}
+		ids[id] = p
+	}
+	keys := make([]string, 0, len(ids))
+	for k := range ids {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = ids[k]
+	}
+	return out
+}
+
+// TestOpsBadInput: one clear line, the right exit code and nothing changed.
+func TestOpsBadInput(t *testing.T) {
+	f := newOpsFleet(t)
+	before := f.dump()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"hold", "srv-nope", "--reason", "r"}, 1, `no such machine: "srv-nope" is not a UUID, a UUID prefix or a known provider id`},
+		{[]string{"hold", "srv-idle", "srv-nope", "--reason", "r"}, 1, "srv-nope"},
+		{[]string{"release", "00000000-0000-0000-0000-00000000000x"}, 2, "is not a valid UUID"},
+		{[]string{"hold", "srv-idle"}, 2, "hold needs --reason"},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--for", "4 hours"}, 2, `--for "4 hours" is not a positive duration ("30m", "4h", "2d")`},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--for", "-1h"}, 2, "not a positive duration"},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--for", "1h", "--until", "2099-01-01"}, 2, "give --for or --until, not both"},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--until", "tomorrow"}, 2, `--until "tomorrow" is not a time`},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--until", "2020-01-01"}, 2, "has already passed"},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--process", "Reboot"}, 2, "unknown process"},
+		{[]string{"hold", "srv-idle", "--reason", "r", "--as", " "}, 2, "--as"},
+		{[]string{"release", "srv-idle"}, 1, "nothing to change: machine " + f.idle.String() + ": no hold"},
+		{[]string{"recover", "srv-idle"}, 1, "machine has no started agent"},
+		{[]string{"work", "cancel", "srv-idle"}, 1, "no work held"},
+		{[]string{"attention", "clear", "srv-idle"}, 1, "no needs-attention mark"},
+		{[]string{"breaker", "override", "--reason", "r"}, 2, "breaker override needs --for"},
+		{[]string{"breaker", "override", "--for", "1h"}, 2, "breaker override needs --reason"},
+		{[]string{"breaker", "override", "--for", "soon", "--reason", "r"}, 2, "not a positive duration"},
+		{[]string{"breaker", "override", "--for", "1h", "--reason", "r", "--location", "fra9"}, 1, `no machine is at location "fra9"`},
+		{[]string{"history", "--all", "--event", "Exploded"}, 2, `unknown event "Exploded" (want one of Started,`},
+		{[]string{"history", "srv-idle", "--all"}, 2, "a machine or --all, not both"},
+	} {
+		r := f.run(c.args...)
+		if r.code != c.code || len(outLines(r.err)) != 1 || !strings.Contains(r.err, c.want) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(c.args, " "), r.code, r.err, c.code, c.want)
+		}
+	}
+	if f.dump() != before {
+		t.Error("bad input changed the database")
+	}
+}
+
+// onTerminal runs bmctl with stdin on a real terminal (a pty) that has
+// typed answer, with captured output.
+func (f *fleetDB) onTerminal(answer string, args ...string) result {
+	f.t.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	// Typed ahead: the terminal keeps the line until bmctl reads it.
+	if _, err := ptmx.Write([]byte(answer)); err != nil {
+		f.t.Fatal(err)
+	}
+	var out, errb lockedBuffer
+	code := run(context.Background(), append([]string{"--db", f.url}, args...), streams{In: tty, Out: &out, Err: &errb})
+	return result{code: code, out: out.String(), err: errb.String()}
+}
+
+// TestOpsConfirm: on a terminal the plan is shown and only y makes it;
+// no answer (an empty line, end of input) or anything else changes nothing.
+func TestOpsConfirm(t *testing.T) {
+	f := newOpsFleet(t)
+	before := f.dump()
+	hold := []string{"hold", "--location", "ams1", "--reason", "rack move", "--for", "2h"}
+	for _, answer := range []string{"\n", "\x04", "n\n", "yep\n"} {
+		r := f.onTerminal(answer, hold...)
+		if r.code != 1 || !strings.Contains(r.err, "hold: make these 5 change(s) as "+ops.Actor()+"? [y/N]") ||
+			!strings.Contains(r.err, "canceled; nothing changed") || !strings.Contains(r.out, "srv-idle") || !strings.Contains(r.out, "HoldPlaced") {
+			t.Errorf("answer %q: %+v", answer, r)
+		}
+		if f.dump() != before {
+			t.Fatalf("answer %q changed the database", answer)
+		}
+	}
+	r := f.onTerminal("y\n", hold...)
+	if r.code != 0 || strings.Count(r.out, "done: hold for every process") != 5 {
+		t.Errorf("answer y: %+v", r)
+	}
+	// --yes asks nothing; --dry-run asks nothing and changes nothing.
+	if r := f.onTerminal("", "release", "--location", "ams1", "--dry-run"); r.code != 0 || r.err != "" || !strings.Contains(r.out, "dry run") {
+		t.Errorf("--dry-run on a terminal: %+v", r)
+	}
+	if r := f.onTerminal("", "release", "--location", "ams1", "--yes"); r.code != 0 || r.err != "" || strings.Count(r.out, "HoldReleased") != 5 {
+		t.Errorf("--yes on a terminal: %+v", r)
+	}
+}
