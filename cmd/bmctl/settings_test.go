@@ -96,11 +96,11 @@ func TestConfigViewSourcesAndMasking(t *testing.T) {
 		byKey[s.Command+" --"+s.Flag] = s
 	}
 	for key, want := range map[string]setting{
-		"bmctl --db":                                 {Value: "postgres://bmctl:xxxxx@bmdb.example:5432/bmdb", Source: "env", From: "BMCTL_DATABASE_URL"},
-		"bmctl --log-level":                          {Value: "debug", Source: "file", From: path + ":2 log-level"},
-		"bmctl --log-format":                         {Value: "json", Source: "flag", From: "--log-format"},
+		"bmctl --db":         {Value: "postgres://bmctl:xxxxx@bmdb.example:5432/bmdb", Source: "env", From: "BMCTL_DATABASE_URL"},
+		"bmctl --log-level":  {Value: "debug", Source: "file", From: path + ":2 log-level"},
+		"bmctl --log-format": {Value: "json", Source: "flag", From: "--log-format"},
 		"bmctl shepherd run --agentstart-parallelism": {Value: "16", Source: "file", From: path + ":5 shepherd.agentstart-parallelism"},
-		"bmctl server --max-body":                    {Value: "4096", Source: "env", From: "BMCTL_MAX_BODY"},
+		"bmctl server --max-body":                     {Value: "4096", Source: "env", From: "BMCTL_MAX_BODY"},
 	} {
 		s := byKey[key]
 		if s.Value != want.Value || s.Source != want.Source || s.From != want.From {
