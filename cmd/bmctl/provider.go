@@ -107,12 +107,14 @@ func printCheck(a *app, format string, cfg equinix.Config, info equinix.ProjectI
 	return a.printTable(t)
 }
 
-// equinixFlags registers the Equinix Metal provider's flags on fs (each
-// defaulting to its environment variable) and returns what builds the
-// provider's configuration once flags are parsed. The shepherd's command
-// uses it too: `bmctl shepherd run --provider equinix`.
+// equinixFlags registers the Equinix Metal provider's flags on fs and
+// returns what builds the provider's configuration once flags are parsed.
+// The flags' variables (BMCTL_EQUINIX_*) come through settings.go; the
+// token only from the environment. The shepherd's command uses it too:
+// `bmctl shepherd run --provider equinix`.
 func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
-	c := equinix.ConfigFromEnv(os.Getenv)
+	c := equinix.DefaultConfig()
+	c.Token = equinix.ConfigFromEnv(os.Getenv).Token
 	var keyFile string
 	fs.StringVar(&c.ProjectID, "equinix-project", c.ProjectID, "Equinix Metal project UUID (env METAL_PROJECT_ID or BMCTL_EQUINIX_PROJECT); the token comes from METAL_AUTH_TOKEN")
 	fs.StringVar(&c.APIURL, "equinix-api-url", c.APIURL, "Metal API base URL (env BMCTL_EQUINIX_API_URL); default https://api.equinix.com/metal/v1/")
@@ -120,7 +122,8 @@ func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
 	fs.StringVar(&c.Plan, "equinix-plan", c.Plan, "use only hardware reservations of this plan (env BMCTL_EQUINIX_PLAN); default any")
 	fs.StringVar(&c.OS, "equinix-os", c.OS, "operating system slug for new devices (env BMCTL_EQUINIX_OS)")
 	fs.StringVar(&c.SSHKeyLabel, "equinix-ssh-key-label", c.SSHKeyLabel, "label of the project SSH key holding the shepherd's public key (env BMCTL_EQUINIX_SSH_KEY_LABEL)")
-	fs.StringVar(&keyFile, "equinix-ssh-public-key-file", os.Getenv("BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE"), "the shepherd's SSH public key, put on new devices (env BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE); default: --ssh-key's .pub where that flag exists")
+	setEnvVars(fs, "equinix-project", equinix.EnvProjectOurs, equinix.EnvProject)
+	fs.StringVar(&keyFile, "equinix-ssh-public-key-file", "", "the shepherd's SSH public key, put on new devices (env BMCTL_EQUINIX_SSH_PUBLIC_KEY_FILE); default: --ssh-key's .pub where that flag exists")
 	fs.IntVar(&c.SSHPort, "equinix-ssh-port", c.SSHPort, "SSH port of devices without a bmctl.ssh-port=N tag (env BMCTL_EQUINIX_SSH_PORT)")
 	fs.Float64Var(&c.RequestsPerSecond, "equinix-rate", c.RequestsPerSecond, "Metal API calls per second at most")
 	fs.DurationVar(&c.RebootTimeout, "equinix-reboot-timeout", c.RebootTimeout, "how long a reboot may take to go down and come back")
