@@ -32,6 +32,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/packethost/packngo"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -48,11 +49,10 @@ type Provider struct {
 	apiURL string
 	tr     *transport
 
-	// createMu makes creates one at a time, so that two never pick the
-	// same free reservation.
-	createMu sync.Mutex
-	keyMu    sync.Mutex
-	keyID    string // the project SSH key holding cfg.SSHPublicKey, once known
+	// creating makes creates one at a time, so that two never pick the
+	// same free reservation; a wait for it ends with the caller's context.
+	creating *semaphore.Weighted
+	keyID    string // the project SSH key holding cfg.SSHPublicKey, once known (under creating)
 
 	seenMu   sync.Mutex
 	seen     map[string]bool   // ids of devices listed or created
@@ -85,6 +85,7 @@ func New(cfg Config) (*Provider, error) {
 	return &Provider{
 		cfg:      cfg,
 		apiURL:   apiURL,
+		creating: semaphore.NewWeighted(1),
 		seen:     map[string]bool{},
 		asideWhy: map[string]string{},
 		tr: &transport{
@@ -421,8 +422,10 @@ func (p *Provider) setAside(reservation string) string {
 // it fails with ErrInconsistent, and its reservation is set aside, so that
 // the shepherd reports it once rather than create again every interval.
 func (p *Provider) CreateMachine(ctx context.Context) (shepherd.ProviderMachine, error) {
-	p.createMu.Lock()
-	defer p.createMu.Unlock()
+	if err := p.creating.Acquire(ctx, 1); err != nil {
+		return shepherd.ProviderMachine{}, fmt.Errorf("equinix: create device in project %s: gave up waiting for another create: %s", p.cfg.ProjectID, causeOf(ctx))
+	}
+	defer p.creating.Release(1)
 	keyID, err := p.ensureSSHKey(ctx)
 	if err != nil {
 		return shepherd.ProviderMachine{}, err
@@ -488,10 +491,9 @@ func (p *Provider) CreateMachine(ctx context.Context) (shepherd.ProviderMachine,
 }
 
 // ensureSSHKey finds the project SSH key labelled SSHKeyLabel, or creates
-// it with SSHPublicKey, and returns its id.
+// it with SSHPublicKey, and returns its id. Only CreateMachine calls it,
+// holding p.creating.
 func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
-	p.keyMu.Lock()
-	defer p.keyMu.Unlock()
 	if p.keyID != "" {
 		return p.keyID, nil
 	}

@@ -549,7 +549,7 @@ func TestUnknownProject(t *testing.T) {
 	p := w.provider(t, func(c *equinix.Config) { c.ProjectID = "0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e" })
 	_, err := p.FreeCapacity(context.Background())
 	want := "equinix: list hardware reservations of project 0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e: " +
-		"GET /projects/0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e/hardware-reservations?page=1&per_page=100&provisionable=only: " +
+		"GET " + w.url + "/projects/0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e/hardware-reservations?page=1&per_page=100&provisionable=only: " +
 		"404 Not Found: Not found; Metal has no such project, or the token may not see it: check the project id (--equinix-project)"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant  %s", err, want)

@@ -101,11 +101,13 @@ func (p *Provider) wrap(c call, err error) error {
 	e.Status = resp.StatusCode
 	e.Attempts, _ = strconv.Atoi(resp.Header.Get(attemptsHeader))
 	fromMetal := p.messages(e, er)
-	switch {
-	case !fromMetal && e.Status == http.StatusNotFound:
-		// Name the whole URL: the base URL is what is likely wrong.
+	if e.Status == http.StatusNotFound && !(fromMetal && c.device) {
+		// Name the whole URL: a wrong base URL is a likely cause.
 		method, path, _ := strings.Cut(c.api, " ")
 		e.Call = method + " " + p.apiURL + strings.TrimPrefix(path, "/")
+	}
+	switch {
+	case !fromMetal && e.Status == http.StatusNotFound:
 		e.Hint = "the answer is not the Metal API's (" + mediaType(resp) + "); " + p.urlHint()
 	case e.Status == http.StatusUnauthorized:
 		e.err, e.Hint = ErrUnauthorized, "check "+EnvToken

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -150,8 +151,9 @@ func TestListingDeadline(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant  %s", err, want)
 	}
-	// The hang was one request: the next listing works.
-	if ms, err := p.ListMachines(context.Background()); err != nil || len(ms) != 1 {
+	// The hang was one request: the next listing works (with time to spare
+	// on a loaded machine).
+	if ms, err := w.provider(t).ListMachines(context.Background()); err != nil || len(ms) != 1 {
 		t.Errorf("ListMachines after the hang = %v, %v", ms, err)
 	}
 }
@@ -307,5 +309,76 @@ func TestWrongBaseURL(t *testing.T) {
 	// The right URL, for the world's validator to check an exchange.
 	if _, err := w.provider(t).GetMachine(context.Background(), id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A reboot whose action gets no answer says Metal may not have received it.
+func TestRebootActionUnanswered(t *testing.T) {
+	w := newWorld(t)
+	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	w.emu.Fail(metalemu.Fault{Method: "POST", Path: "/devices/" + id + "/actions", Hang: true})
+	// Time enough for the read before the action on a loaded machine.
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 2*time.Second, errors.New("Recovery's reboot timeout of 2s ran out"))
+	defer cancel()
+	err := w.provider(t).Reboot(ctx, id)
+	want := "equinix: reboot device " + id + ": POST /devices/" + id + "/actions: gave up waiting: Recovery's reboot timeout of 2s ran out; Metal may not have received the reboot"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+}
+
+// An answer that is not JSON at all (a web page where the API should be)
+// blames the URL.
+func TestAnswerNotJSON(t *testing.T) {
+	w := newWorld(t)
+	page := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/html")
+		_, _ = rw.Write([]byte("<html>Welcome</html>"))
+	}))
+	defer page.Close()
+	p := w.provider(t, func(c *equinix.Config) { c.APIURL = page.URL })
+	_, err := p.Check(context.Background())
+	want := "equinix: get project " + w.project + ": GET /projects/" + w.project +
+		": the answer is not JSON (invalid character '<' looking for beginning of value); check the API URL " + page.URL + "/ (--equinix-api-url)"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+	// An exchange for the world to check.
+	if _, err := w.provider(t).Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Waiting for another create ends with the caller's context.
+func TestCreateWaitHonoursContext(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 2, small)
+	w.emu.Fail(metalemu.Fault{Method: "POST", Path: "/projects/" + w.project + "/devices", Hang: true})
+	p := w.provider(t, func(c *equinix.Config) { c.CallTimeout = time.Hour })
+	first, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.CreateMachine(first)
+		done <- err
+	}()
+	// Wait until the first create is hanging in its POST.
+	deadline := time.Now().Add(60 * time.Second)
+	for count(w.emu.Requests(), "POST /metal/v1/projects/"+w.project+"/devices") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first create never posted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	_, err := p.CreateMachine(second)
+	want := "equinix: create device in project " + w.project + ": gave up waiting for another create: the caller's deadline passed"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+	cancel()
+	err = <-done
+	if err == nil || !strings.HasSuffix(err.Error(), "/devices: gave up waiting: the caller canceled") {
+		t.Errorf("the canceled first create: %v", err)
 	}
 }
