@@ -62,7 +62,8 @@ exits once the detached agent runs, so the SSH session ends.
 			})
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", envOr("BMCTL_AGENT_DIR", defaultAgentDir()), "directory of the agent's log and pid file (env BMCTL_AGENT_DIR)")
+	cmd.Flags().StringVar(&dir, "dir", defaultAgentDir(), "directory of the agent's log and pid file (env BMCTL_AGENT_DIR)")
+	setEnvVars(cmd.Flags(), "dir", "BMCTL_AGENT_DIR")
 	cmd.Flags().BoolVar(&foreground, "foreground", false, "answer and keep running in this process instead of detaching")
 	cmd.Flags().BoolVar(&detached, "detached", false, "internal: the detached agent, started by bmctl agent itself")
 	_ = cmd.Flags().MarkHidden("detached")

@@ -26,6 +26,11 @@ func (a *app) completeMachines(withHistory bool) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
+		// Completion runs no hooks: take --db from the environment or the
+		// config file here.
+		if a.applySettings(cmd) != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
 		url := a.dbURL
 		if url == "" {
 			c := embeddedCluster()

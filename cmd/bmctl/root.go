@@ -27,8 +27,12 @@ type streams struct {
 // app is what every command shares: its I/O and how to reach BMDB.
 type app struct {
 	streams
-	dbURL    string
-	logLevel string
+	dbURL      string
+	logLevel   string
+	logFormat  string
+	configPath string
+	settings   *configFile     // the config file, once read (settings.go)
+	given      map[string]bool // the flags given on the command line
 }
 
 // commands registers the command groups; each file adds its own in init, so
@@ -49,12 +53,16 @@ func newRootCmd(io streams) *cobra.Command {
 	root.SetOut(io.Out)
 	root.SetErr(io.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.PersistentFlags().StringVar(&a.dbURL, "db", "",
-		"BMDB connection URL (env BMCTL_DATABASE_URL); default: the embedded local database")
-	// Taken from the environment after the flag is defined, so that --help
-	// never prints a URL that may hold a password.
-	a.dbURL = os.Getenv("BMCTL_DATABASE_URL")
-	root.PersistentFlags().StringVar(&a.logLevel, "log-level", envOr("BMCTL_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env BMCTL_LOG_LEVEL)")
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configPath, "config", "", "config file (env BMCTL_CONFIG); default: $XDG_CONFIG_HOME/bmctl/config.yaml, else "+systemConfig)
+	pf.StringVar(&a.dbURL, "db", "", "BMDB connection URL (env BMCTL_DATABASE_URL); default: the embedded local database")
+	setEnvVars(pf, "db", "BMCTL_DATABASE_URL")
+	markSecret(pf, "db", "url")
+	pf.Var(newChoice(&a.logLevel, "info", "debug", "info", "warn", "error"), "log-level", "log level: debug, info, warn, error")
+	pf.Var(newChoice(&a.logFormat, "text", "text", "json"), "log-format", "log lines as text (key=value) or json (one object per line)")
+	// Every command's flags not on the command line come from the
+	// environment or the config file (settings.go).
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return a.applySettings(cmd) }
 	for _, c := range commands {
 		root.AddCommand(c(a))
 	}
@@ -92,6 +100,8 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// envOr is key's value, else def. Not for flag defaults: a flag gets its
+// variable through settings.go, which puts it above the config file.
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
 		return v
@@ -99,11 +109,16 @@ func envOr(key, def string) string {
 	return def
 }
 
-// logger writes slog text lines to stderr at the configured level.
+// logger writes slog lines to stderr at the configured level, as text or
+// as JSON (--log-format).
 func (a *app) logger() *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(a.logLevel))
-	return slog.New(slog.NewTextHandler(a.Err, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if a.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(a.Err, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.Err, opts))
 }
 
 // embeddedCluster is the local database people get when they configure none.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,15 +100,17 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 				Pool: pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
 				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate),
 			})
+			registerBuildMetrics(srv.Registry(), pool)
 			log.Info("heartbeat endpoint listening", "url", "https://"+ln.Addr().String(), "agents_ca", caNote, "interval", interval)
 			return srv.Serve(ctx, ln, cert)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", envOr("BMCTL_SERVER_LISTEN", ":8443"), "address to listen on (env BMCTL_SERVER_LISTEN)")
-	f.StringVar(&certFile, "tls-cert", os.Getenv("BMCTL_TLS_CERT"), "server certificate chain, PEM (env BMCTL_TLS_CERT)")
-	f.StringVar(&keyFile, "tls-key", os.Getenv("BMCTL_TLS_KEY"), "server private key, PEM (env BMCTL_TLS_KEY)")
-	f.StringVar(&caDir, "dev-ca-dir", os.Getenv("BMCTL_DEV_CA_DIR"), "development CA directory, created if missing (env BMCTL_DEV_CA_DIR)")
+	f.StringVar(&listen, "listen", ":8443", "address to listen on (env BMCTL_SERVER_LISTEN)")
+	setEnvVars(f, "listen", "BMCTL_SERVER_LISTEN")
+	f.StringVar(&certFile, "tls-cert", "", "server certificate chain, PEM (env BMCTL_TLS_CERT)")
+	f.StringVar(&keyFile, "tls-key", "", "server private key, PEM (env BMCTL_TLS_KEY)")
+	f.StringVar(&caDir, "dev-ca-dir", "", "development CA directory, created if missing (env BMCTL_DEV_CA_DIR)")
 	f.StringSliceVar(&caHosts, "dev-ca-hosts", devca.DefaultHosts(), "names and addresses the development server certificate is for")
 	f.DurationVar(&interval, "heartbeat-interval", heartbeat.DefaultInterval, "how often agents are told to heart-beat")
 	f.DurationVar(&stale, "stale-heartbeat", bmdb.DefaultRecoveryThresholds.StaleHeartbeat, "Recovery's stale-heartbeat threshold; the interval must stay well under it")

@@ -19,9 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
 )
@@ -67,36 +67,6 @@ type shepherdOptions struct {
 	shutdownTO  time.Duration
 }
 
-// shepherdEnvFlags are the flags that also come from BMCTL_<NAME>
-// environment variables (dashes as underscores); a flag beats its variable.
-var shepherdEnvFlags = []string{
-	"provider", "inventory", "loops", "agentstart-parallelism", "agentstart-rate", "agentstart-backoff",
-	"recovery-parallelism", "recovery-rate", "recovery-backoff", "no-heartbeat-after-start", "stale-heartbeat",
-	"ssh-key", "ssh-user", "agent-binary", "agent-remote-path", "agent-endpoint", "agent-endpoint-ca",
-	"ssh-dial-timeout", "agent-upload-timeout", "agent-exec-timeout", "reboot-timeout", "provision-interval",
-	"max-machines", "session-interval", "metrics-addr", "shutdown-timeout",
-}
-
-func envName(flag string) string {
-	return "BMCTL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// applyEnv sets each flag not given on the command line from its
-// environment variable, parsed as the flag would be.
-func applyEnv(fs *pflag.FlagSet, names []string) error {
-	for _, name := range names {
-		f := fs.Lookup(name)
-		v, ok := os.LookupEnv(envName(name))
-		if f == nil || f.Changed || !ok {
-			continue
-		}
-		if err := fs.Set(name, v); err != nil {
-			return usageError{fmt.Errorf("%s=%q: %v", envName(name), v, err)}
-		}
-	}
-	return nil
-}
-
 func newShepherdRunCmd(a *app) *cobra.Command {
 	o := &shepherdOptions{}
 	cmd := &cobra.Command{
@@ -115,10 +85,15 @@ Providers: "static" (an inventory file of machines and a reboot command, see
 --inventory) or "equinix" (Equinix Metal; token from METAL_AUTH_TOKEN).
 
 Every flag can also be set by a BMCTL_<FLAG> environment variable, dashes as
-underscores (BMCTL_AGENT_ENDPOINT, BMCTL_AGENTSTART_PARALLELISM, ...).
+underscores (BMCTL_AGENT_ENDPOINT, BMCTL_AGENTSTART_PARALLELISM, ...), or in
+the config file under shepherd: (see bmctl config --help).
 
 SIGINT/SIGTERM stops claiming, cancels work in flight (history records it as
-Canceled), closes the sessions and exits 0; a second signal exits at once.`,
+Canceled), closes the sessions and exits 0; a second signal exits at once.
+
+A BMDB schema behind this binary (bmctl migrate up not yet run) is waited
+for, with /metrics served (bmctl_bmdb_schema_version), rather than failed.
+Metrics and the alert rules for them: docs/metrics.md.`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
@@ -151,16 +126,17 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 	loadEquinix := equinixFlags(fs)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnv(cmd.Flags(), shepherdEnvFlags); err != nil {
-			return err
-		}
 		ctx := cmd.Context()
 		log := a.logger()
 		cfg, err := o.config(loadEquinix, a.Err)
 		if err != nil {
 			return err
 		}
-		conn, err := a.connect(ctx)
+		url, err := a.databaseURL(ctx)
+		if err != nil {
+			return err
+		}
+		conn, err := bmdb.Open(ctx, url)
 		if err != nil {
 			return err
 		}
@@ -170,6 +146,9 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		cfg.Metrics = shepherd.NewMetrics(reg)
+		zeroSeries(cfg.Metrics, cfg)
+		registerBuildMetrics(reg, conn.Pool)
+		reg.MustRegister(fleet.NewCollector(conn.Pool, bmdb.RecoveryThresholds{NoHeartbeatAfterStart: o.noHBStart, StaleHeartbeat: o.staleHB}))
 		if o.metrics != "" {
 			stop, err := serveMetrics(o.metrics, reg)
 			if err != nil {
@@ -177,6 +156,11 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 			}
 			defer stop()
 			log.Info("serving metrics", "addr", o.metrics)
+		}
+		// Upgraded before its database: wait for bmctl migrate up, with
+		// metrics up for the alert, instead of a restart loop.
+		if err := waitForSchema(ctx, conn.Pool, log, 5*time.Second); err != nil || ctx.Err() != nil {
+			return err
 		}
 		return runUntilSignal(ctx, cfg, o.shutdownTO, a)
 	}

@@ -88,7 +88,8 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&allowActions, "allow-actions", false, "enable clearing backoffs (b) and requesting recovery (r), each behind a confirmation")
-	f.StringVar(&logFile, "log-file", os.Getenv("BMCTL_WATCH_LOG_FILE"), "append logs to this file (env BMCTL_WATCH_LOG_FILE); default: no logs")
+	f.StringVar(&logFile, "log-file", "", "append logs to this file (env BMCTL_WATCH_LOG_FILE); default: no logs")
+	setEnvVars(f, "log-file", "BMCTL_WATCH_LOG_FILE")
 	f.DurationVar(&refresh, "refresh", 10*time.Second, "periodic refresh besides change notifications, for ages and heartbeats turning stale")
 	f.StringVar(&filter, "filter", "", "start with this filter (as typed after /)")
 	f.StringVar(&machine, "machine", "", "start with the cursor on this machine (UUID, prefix or provider id)")
