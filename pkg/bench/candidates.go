@@ -33,6 +33,13 @@ var candidateQueries = []candidateQuery{
 // candidateLatencies times each candidate query as a worker runs it (a
 // transaction, the query, its rows) and saves its plan to dir when dir is set.
 func candidateLatencies(ctx context.Context, conn *bmdb.Conn, fleet, samples int, dir string) ([]Latency, error) {
+	// Recovery's rule reads the breakers a shepherd evaluates every second:
+	// evaluate them as one would while measuring.
+	stop, err := evaluateBreakers(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
 	var out []Latency
 	for _, q := range candidateQueries {
 		l := Latency{Query: q.name, Fleet: fleet, Limit: ClaimLimit}
@@ -69,6 +76,31 @@ func candidateLatencies(ctx context.Context, conn *bmdb.Conn, fleet, samples int
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// evaluateBreakers evaluates the breakers now and then every second until
+// stop, as a running shepherd does.
+func evaluateBreakers(ctx context.Context, conn *bmdb.Conn) (stop func(), err error) {
+	pol := bmdb.DefaultPolicy()
+	if _, err := bmdb.EvaluateBreakers(ctx, conn.Pool, pol); err != nil {
+		return nil, fmt.Errorf("evaluating breakers: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, _ = bmdb.EvaluateBreakers(ctx, conn.Pool, pol)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 func fleetName(n int) string {
