@@ -24,11 +24,12 @@ const (
 // BMDB. A silence longer than gap since the last beat of any endpoint (the
 // endpoints down, or BMDB unreachable) is a gap: it is recorded, and the
 // watch restarts now, so no machine counts as stale until a full threshold
-// has passed. It returns when the current watch began.
+// has passed. It returns when the current watch began. (prev is the row as
+// it was before this statement: the snapshot every part of it reads.)
 func ObserverBeat(ctx context.Context, db DBTX, gap time.Duration, host string) (since time.Time, err error) {
 	err = db.QueryRow(ctx, `
 		WITH prev AS (
-			SELECT observer_alive_at, observer_gap_seconds FROM heartbeat_observer FOR UPDATE
+			SELECT observer_alive_at, observer_gap_seconds FROM heartbeat_observer
 		), beat AS (
 			INSERT INTO heartbeat_observer AS o (observer_alive_at, observer_since, observer_gap_seconds, observer_host)
 			VALUES (now(), now(), $1, $2)
@@ -41,8 +42,9 @@ func ObserverBeat(ctx context.Context, db DBTX, gap time.Duration, host string) 
 			RETURNING observer_since
 		), gap AS (
 			INSERT INTO heartbeat_observer_gaps (gap_from, gap_to)
-			SELECT observer_alive_at, now() FROM prev
-			WHERE observer_alive_at < now() - make_interval(secs => observer_gap_seconds)
+			SELECT p.observer_alive_at, now() FROM prev p, beat b
+			WHERE p.observer_alive_at < now() - make_interval(secs => p.observer_gap_seconds)
+			  AND b.observer_since = now() -- this beat started the watch (not a concurrent one)
 		)
 		SELECT observer_since FROM beat`, gap.Seconds(), host).Scan(&since)
 	return since, err

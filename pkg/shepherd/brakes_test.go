@@ -83,7 +83,7 @@ func TestHoldsStopEveryProcess(t *testing.T) {
 	// records the end within a second or so, maybe after the claim.)
 	waitFor(t, "the machine whose hold expired to be claimed, and the expiry recorded", func() bool {
 		_, expired := hasEvent(e.history(expiring), bmdb.ProcessShepherdRecovery, bmdb.EventHoldExpired)
-		return expired && e.started(expiring, bmdb.ProcessShepherdAgentStart) > 0
+		return expired && e.agentStarted(expiring)
 	})
 	evs := e.history(expiring)
 	if ev, ok := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventHoldExpired, "hold by alice@jump1 (disk swap)", "expired", "every process"); !ok {
@@ -105,7 +105,7 @@ func TestHoldsStopEveryProcess(t *testing.T) {
 	if _, err := e.conn.Pool.Exec(ctx, `DELETE FROM machine_holds WHERE machine_id = ANY($1)`, []uuid.UUID{held, recHeld}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the released machine to be claimed", func() bool { return e.started(held, bmdb.ProcessShepherdAgentStart) > 0 })
+	waitFor(t, "the released machine's agent start", func() bool { return e.agentStarted(held) || e.started(held, bmdb.ProcessShepherdRecovery) > 0 })
 	waitFor(t, "Recovery of the machine released from its Recovery hold", func() bool { return e.started(recHeld, bmdb.ProcessShepherdRecovery) > 0 })
 }
 
