@@ -127,7 +127,7 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 		if err != nil {
 			return err
 		}
-		conn, err := a.connect(ctx)
+		conn, err := waitForDB(ctx, log, a.connect)
 		if err != nil {
 			return err
 		}
