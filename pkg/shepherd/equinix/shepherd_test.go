@@ -331,3 +331,120 @@ func TestReconcileWithEquinix(t *testing.T) {
 		t.Errorf("project has %d devices after the refusal, want 2", n)
 	}
 }
+
+// A device bmctl cannot read is neither a discrepancy nor refreshed with
+// nonsense: reconciliation leaves it as BMDB has it and goes on with the
+// others, and it still counts against the limit.
+func TestReconcileLeavesUnreadableDeviceAlone(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 3, small)
+	conn := openDB(t)
+	p := w.provider(t)
+	log := testLogger(t)
+	if res, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil); err != nil || res.Created != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want one created", res, err)
+	}
+	before, err := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("BMDB has %+v, %v", before, err)
+	}
+	w.emu.SetDeviceField(before[0].ProviderID, "ip_addresses.1.address_family", 1e20)
+
+	res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil)
+	if err != nil || res != (shepherd.ReconcileResult{Unreadable: 1, Created: 1}) {
+		t.Fatalf("Reconcile with an unreadable device = %+v, %v; want it left alone and one more created up to 2", res, err)
+	}
+	after, err := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	if err != nil || len(after) != 2 {
+		t.Fatalf("BMDB has %+v, %v; want 2", after, err)
+	}
+	for _, k := range after {
+		if k.ProviderID == before[0].ProviderID && k != before[0] {
+			t.Errorf("the unreadable device's record changed: %+v, was %+v", k, before[0])
+		}
+	}
+}
+
+// A create answered with a device BMDB has is reported once, not counted,
+// and not repeated every interval.
+func TestReconcileCreateAnsweredWithKnownDevice(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	hrs := w.emu.AddReservations(w.project, 2, small)
+	conn := openDB(t)
+	p := w.provider(t)
+	log := testLogger(t)
+	if res, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil); err != nil || res.Created != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want one created", res, err)
+	}
+	known, _ := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	first := known[0].ProviderID
+	w.emu.AnswerCreatesWith(first)
+
+	res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil)
+	d, _ := w.emu.Device(first)
+	want := "creating a machine at equinix: equinix: create device on hardware reservation " + hrs[1] + ": POST /projects/" + w.project +
+		"/devices: inconsistent answer: Metal answered with device " + first + " (" + d.Hostname + "), which existed before, not a new device bmctl-" + hrs[1][:8] +
+		"; not counted as created, and the reservation is set aside until bmctl restarts"
+	if err == nil || err.Error() != want || res.Created != 0 {
+		t.Fatalf("Reconcile = %+v, %v\nwant nothing created and %s", res, err, want)
+	}
+	for range 2 { // the next intervals
+		if res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil); err != nil || res.Created != 0 {
+			t.Fatalf("Reconcile after the inconsistent create = %+v, %v; want nothing, quietly", res, err)
+		}
+	}
+	if n := count(w.emu.Requests(), "POST /metal/v1/projects/"+w.project+"/devices"); n != 2 {
+		t.Errorf("%d creates sent, want the first and the inconsistent one", n)
+	}
+	if known, _ := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type); len(known) != 1 {
+		t.Errorf("BMDB has %d machines, want 1", len(known))
+	}
+}
+
+// Recovery does not reboot a device that a reboot cannot help: the work
+// fails with the provider's cause, which says so, and Metal gets no reboot.
+func TestRecoveryRefusesQueuedDevice(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 1, small)
+	sims := simulate(t, w.emu)
+	conn := openDB(t)
+	k := newKit(t)
+	runShepherd(t, shepherd.Config{
+		Conn:         conn,
+		Providers:    []shepherd.Provider{k.provider(t, w)},
+		Provisioning: &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: 1},
+		AgentStart:   k.agentStart(),
+		Recovery: &shepherd.RecoveryConfig{
+			LoopConfig: shepherd.LoopConfig{IdleWait: 50 * time.Millisecond},
+			// Long enough to see the agent started and requeue the device first.
+			Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 3 * time.Second, StaleHeartbeat: 3 * time.Second},
+			RebootTimeout: 10 * time.Second,
+		},
+	})
+	var dev metalemu.DeviceView
+	waitFor(t, "the agent started", func() bool {
+		devs := w.emu.Devices(w.project)
+		if len(devs) != 1 {
+			return false
+		}
+		dev = devs[0]
+		m := sims.machine(dev.ID)
+		return m != nil && len(m.Execs()) >= 1
+	})
+	w.emu.SetStates(dev.ID, "queued") // as if someone reinstalled it
+	var cause string
+	waitFor(t, "Recovery to fail", func() bool {
+		err := conn.Pool.QueryRow(context.Background(),
+			`SELECT cause FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Failed' ORDER BY work_history_id LIMIT 1`).Scan(&cause)
+		return err == nil
+	})
+	want := "reboot via equinix: equinix: reboot device " + dev.ID + ": not rebooting: the device is queued for provisioning (state queued); a reboot makes no sense until it is active"
+	if cause != want {
+		t.Errorf("Recovery's cause %q\nwant %q", cause, want)
+	}
+	if d, _ := w.emu.Device(dev.ID); d.Reboots != 0 {
+		t.Errorf("the queued device was rebooted %d times", d.Reboots)
+	}
+}
