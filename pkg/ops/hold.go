@@ -179,15 +179,11 @@ func (a Release) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			what := "no hold"
-			if a.Process != "" {
-				what = "no hold for " + string(a.Process)
-			}
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: what})
-		}
+	why := "no hold"
+	if a.Process != "" {
+		why = "no hold for " + string(a.Process)
 	}
+	p.skipUntouched(a.Machines, has, why)
 	return p, nil
 }
 

@@ -300,3 +300,20 @@ func checkFuture(ctx context.Context, tx pgx.Tx, what string, t time.Time) error
 	}
 	return nil
 }
+
+// skipUntouched adds a Skip, why, for each machine the plan does not change.
+func (p *Plan) skipUntouched(machines []uuid.UUID, touched map[uuid.UUID]bool, why string) {
+	for _, m := range machines {
+		if !touched[m] {
+			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: why})
+		}
+	}
+}
+
+// anyProcess names what an action with process p looks at, for messages.
+func anyProcess(p bmdb.Process) string {
+	if p == "" {
+		return "any process"
+	}
+	return string(p)
+}

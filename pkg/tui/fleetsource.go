@@ -195,7 +195,7 @@ func (s FleetSource) Detail(ctx context.Context, id uuid.UUID) (Detail, error) {
 	}
 	for _, h := range slices.Backward(d.History) {
 		out.History = append(out.History, HistoryItem{ID: h.ID, At: h.At, Process: string(h.Process), Event: string(h.Event),
-			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost})
+			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost, Actor: h.Actor})
 	}
 	return out, nil
 }

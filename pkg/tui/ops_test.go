@@ -76,6 +76,10 @@ func TestHoldAndRelease(t *testing.T) {
 	// Nothing to release: the dry run says so and nothing is asked.
 	s.press("u", "enter")
 	s.waitText("release the holds of 10000000: nothing to change: machine " + idHealthy.String() + ": no hold")
+	// The detail's history names the operator of both.
+	s.press("enter")
+	s.waitText("HoldPlaced", "by ops@jump: held for every process until 2026-03-04 07:06:07 UTC: disk swap",
+		"HoldReleased", "by ops@jump: released the hold")
 }
 
 // TestCancelWork: x previews and, after y, asks the live session holding

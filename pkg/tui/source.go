@@ -191,4 +191,6 @@ type HistoryItem struct {
 	Cause     string
 	Component string
 	Host      string
+	// Actor is who did it: an operator ("alice@jump1") or component@host.
+	Actor string
 }
