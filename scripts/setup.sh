@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bmctl needs and is missing: PostgreSQL's server binaries (for
-# the embedded database, the demo and the tests), from Debian's packages.
+# the embedded database, the demo and the tests), ipmitool (IPMI BMCs) and
+# openipmi's ipmi_sim (the IPMI tests), from Debian's packages.
 # Idempotent, and quick when everything is there.
 set -euo pipefail
 
@@ -33,4 +34,19 @@ fi
 if ! have_pg; then
   echo "setup: PostgreSQL server binaries still not found after install" >&2
   exit 1
+fi
+
+# IPMI: ipmitool talks to BMCs, ipmi_sim (openipmi) is the tests' BMC.
+if ! command -v ipmitool >/dev/null 2>&1 || ! command -v ipmi_sim >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo=sudo; else
+      echo "setup: ipmitool or ipmi_sim is missing; as root run: apt-get install -y ipmitool openipmi" >&2
+      exit 1
+    fi
+  fi
+  echo "setup: installing ipmitool and openipmi from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq ipmitool openipmi >/dev/null
 fi
