@@ -1,13 +1,15 @@
 package main
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
+	"github.com/bmctl/bmctl/pkg/ops"
 )
 
 func init() { commands = append(commands, newBackoffCmd) }
@@ -90,55 +92,34 @@ func backoffTable(list []fleet.BackoffInfo, now time.Time) *table {
 }
 
 func newBackoffClearCmd(a *app) *cobra.Command {
-	var process, output string
+	var (
+		process string
+		o       opsFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "clear <machine>",
-		Short: "Clear a machine's backoffs so its processes may act on it now",
-		Long: `Clears a machine's backoffs (only --process's, if given), active or expired, so
-the process may act on the machine at once and its next failure starts again
-from the initial interval. Each cleared backoff is recorded in the machine's
-history as a BackoffCleared event naming the operator (user@host).`,
-		Example:           "  bmctl backoff clear 3f2a\n  bmctl backoff clear srv-1234 --process AgentStart",
-		Args:              exactArgs(1),
+		Use:   "clear <machine>...",
+		Short: "Clear machines' backoffs so their processes may act on them now",
+		Long: `Clears backoffs (only --process's, if given), active or expired, so the
+process may act on the machine at once and its next failure starts again from
+the initial interval. Each cleared backoff is recorded in the machine's history
+as a BackoffCleared event naming the operator.
+` + opsHelp,
+		Example: `  bmctl backoff clear 3f2a
+  bmctl backoff clear srv-1234 --process AgentStart
+  bmctl backoff clear --location fra1 --process Recovery --dry-run`,
 		ValidArgsFunction: a.completeMachines(false),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := outputFormat(output, "table", "json")
+			p, err := parseProcess(process)
 			if err != nil {
 				return err
 			}
-			var p bmdb.Process
-			if process != "" {
-				if p, err = bmdb.ParseProcess(process); err != nil {
-					return usageError{err}
-				}
-			}
-			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			id, err := resolveMachine(ctx, conn.Pool, args[0], false)
-			if err != nil {
-				return err
-			}
-			cleared, err := fleet.ClearBackoff(ctx, conn.Pool, id, p, fleet.Operator())
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeJSONList(a.Out, cleared)
-			}
-			now := time.Now()
-			for _, b := range cleared {
-				fmt.Fprintf(a.Out, "cleared %s backoff of machine %s (was %s until %s: %s)\n",
-					shortProcess(string(b.Process)), id, backoffStatus(b), timeAndAge(b.Until, now), b.Cause)
-			}
-			return nil
+			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
+				return ops.ClearBackoff{Machines: ms, Process: p}
+			})
 		},
 	}
-	cmd.Flags().StringVar(&process, "process", "", "clear only this process's backoff (AgentStart, Recovery, Access)")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVar(&process, "process", "", "clear only this process's backoffs (AgentStart, Recovery, Access)")
+	o.register(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
 	return cmd
 }

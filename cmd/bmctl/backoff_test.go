@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/ops"
 )
 
 func TestBackoffListAndClear(t *testing.T) {
@@ -64,7 +65,8 @@ func TestBackoffListAndClear(t *testing.T) {
 
 	// Clearing one process's backoff leaves the other and records who did it.
 	out = f.ok("backoff", "clear", "srv-b", "--process", "Recovery")
-	if !strings.Contains(out, "cleared Recovery backoff of machine "+b.String()) || !strings.Contains(out, "provider reboot: 503") {
+	if rows := outLines(out); len(rows) != 2 || !strings.Contains(rows[1], "srv-b") || !strings.Contains(rows[1], "Recovery") ||
+		!strings.Contains(rows[1], "BackoffCleared") || !strings.Contains(rows[1], "provider reboot: 503") {
 		t.Errorf("clear output: %s", out)
 	}
 	decodeJSON(t, f.ok("backoff", "list", "--machine", "srv-b", "-o", "json"), &list)
@@ -75,14 +77,17 @@ func TestBackoffListAndClear(t *testing.T) {
 	decodeJSON(t, f.ok("history", "srv-b", "--process", "Recovery", "-o", "json"), &events)
 	last := events[len(events)-1]
 	if last["event"] != "BackoffCleared" || !strings.Contains(last["cause"].(string), "cleared by ") ||
-		!strings.Contains(last["cause"].(string), "provider reboot: 503") || last["session_component"] != "bmctl" {
+		!strings.Contains(last["cause"].(string), "provider reboot: 503") || last["actor"] != ops.Actor() {
 		t.Errorf("history of the clear: %v", last)
 	}
 
 	// Without --process every backoff goes; JSON lists them.
-	decodeJSON(t, f.ok("backoff", "clear", "srv-b", "-o", "json"), &list)
-	if len(list) != 1 || list[0]["process"] != "ShepherdAgentStart" {
-		t.Errorf("clear json: %v", list)
+	var res struct {
+		Changes []map[string]any `json:"changes"`
+	}
+	decodeJSON(t, f.ok("backoff", "clear", "srv-b", "-o", "json"), &res)
+	if len(res.Changes) != 1 || res.Changes[0]["process"] != "ShepherdAgentStart" || res.Changes[0]["event"] != "BackoffCleared" {
+		t.Errorf("clear json: %v", res)
 	}
 	r := f.run("backoff", "clear", "srv-b")
 	if r.code != 1 || len(outLines(r.err)) != 1 || !strings.Contains(r.err, "no backoff") {

@@ -408,7 +408,7 @@ func (a *app) printMachineDetail(d fleet.MachineDetail, now time.Time) error {
 		fmt.Fprintln(a.Out, "  none")
 		return nil
 	}
-	return a.printTable(historyTable(d.History, now, true))
+	return a.printTable(historyTable(d.History, now, true, false))
 }
 
 func backoffStatus(b fleet.BackoffInfo) string {

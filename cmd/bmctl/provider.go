@@ -33,7 +33,10 @@ func newProviderCheckCmd(a *app) *cobra.Command {
 capacity the shepherd provisions from) and the devices bmctl manages there.
 
 The API token comes from METAL_AUTH_TOKEN (or PACKET_AUTH_TOKEN), never from
-the command line; the project from --equinix-project or METAL_PROJECT_ID.`,
+the command line; the project from --equinix-project or METAL_PROJECT_ID.
+
+Devices and reservations whose answers bmctl cannot read are listed on
+stderr, one line each, and the check then exits 1.`,
 		Args: noArgs,
 	}
 	loadConfig := equinixFlags(cmd.Flags())
@@ -55,35 +58,53 @@ the command line; the project from --equinix-project or METAL_PROJECT_ID.`,
 		if err != nil {
 			return err
 		}
-		if format == "json" {
-			type reservation struct {
-				ID       string `json:"id"`
-				Plan     string `json:"plan"`
-				Location string `json:"location"`
-			}
-			out := struct {
-				ProjectID   string        `json:"project_id"`
-				ProjectName string        `json:"project_name"`
-				Devices     int           `json:"devices"`
-				Free        []reservation `json:"free_reservations"`
-			}{ProjectID: info.ID, ProjectName: info.Name, Devices: info.Devices, Free: []reservation{}}
-			for _, r := range info.Free {
-				out.Free = append(out.Free, reservation{r.ID, r.Plan, r.Location()})
-			}
-			return writeJSON(a.Out, out)
+		if err := printCheck(a, format, cfg, info); err != nil {
+			return err
 		}
-		fmt.Fprintf(a.Out, "Project %s (%s): credentials accepted; %d device(s) with prefix %q; %d free hardware reservation(s)\n",
-			info.Name, info.ID, info.Devices, cfg.HostnamePrefix, len(info.Free))
-		if len(info.Free) == 0 {
-			return nil
+		for _, problem := range info.Problems {
+			fmt.Fprintln(a.Err, "bmctl: "+oneLine(problem))
 		}
-		t := newTable("RESERVATION", "PLAN", "LOCATION")
-		for _, r := range info.Free {
-			t.add(r.ID, r.Plan, r.Location())
+		if n := len(info.Problems); n > 0 {
+			return fmt.Errorf("Metal project %s: %d device(s) or reservation(s) bmctl cannot read, listed above", info.ID, n)
 		}
-		return a.printTable(t)
+		return nil
 	}
 	return cmd
+}
+
+// printCheck prints what Check found, as a table or JSON.
+func printCheck(a *app, format string, cfg equinix.Config, info equinix.ProjectInfo) error {
+	if format == "json" {
+		type reservation struct {
+			ID       string `json:"id"`
+			Plan     string `json:"plan"`
+			Location string `json:"location"`
+		}
+		out := struct {
+			ProjectID   string        `json:"project_id"`
+			ProjectName string        `json:"project_name"`
+			Devices     int           `json:"devices"`
+			Free        []reservation `json:"free_reservations"`
+			Problems    []string      `json:"problems"`
+		}{ProjectID: info.ID, ProjectName: info.Name, Devices: info.Devices, Free: []reservation{}, Problems: info.Problems}
+		if out.Problems == nil {
+			out.Problems = []string{}
+		}
+		for _, r := range info.Free {
+			out.Free = append(out.Free, reservation{r.ID, r.Plan, r.Location()})
+		}
+		return writeJSON(a.Out, out)
+	}
+	fmt.Fprintf(a.Out, "Project %s (%s): credentials accepted; %d device(s) with prefix %q; %d free hardware reservation(s)\n",
+		info.Name, info.ID, info.Devices, cfg.HostnamePrefix, len(info.Free))
+	if len(info.Free) == 0 {
+		return nil
+	}
+	t := newTable("RESERVATION", "PLAN", "LOCATION")
+	for _, r := range info.Free {
+		t.add(r.ID, r.Plan, r.Location())
+	}
+	return a.printTable(t)
 }
 
 // equinixFlags registers the Equinix Metal provider's flags on fs and

@@ -93,3 +93,39 @@ func TestProviderCheckRefusals(t *testing.T) {
 		t.Errorf("PACKET_AUTH_TOKEN: exit %d: %s", r.code, r.err)
 	}
 }
+
+// Devices bmctl cannot read are one line each on stderr, after what the
+// check found; the check exits 1. An inconsistent listing is one line.
+func TestProviderCheckProblems(t *testing.T) {
+	emu := metalemu.New("good-token")
+	project := emu.AddProject("fleet")
+	emu.AddReservations(project, 1, metalemu.Reservation{Plan: "c3.small.x86", Facility: "sv15", Metro: "sv"})
+	odd := emu.AddDevice(project, "bmctl-odd", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	emu.SetDeviceField(odd, "provisioning_percentage", 1e39) // unused: no problem
+	var bad []string
+	for _, name := range []string{"bmctl-a", "bmctl-b"} {
+		id := emu.AddDevice(project, name, metalemu.Network{PublicIPv4: "192.0.2.2"})
+		emu.SetDeviceField(id, "ip_addresses.1.address_family", 1e20)
+		bad = append(bad, id)
+	}
+	serveMetal(t, emu)
+	t.Setenv("METAL_PROJECT_ID", project)
+	t.Setenv("METAL_AUTH_TOKEN", "good-token")
+
+	r := bmctl(t, "", "provider", "check")
+	wantOut := "Project fleet (" + project + `): credentials accepted; 3 device(s) with prefix "bmctl-"; 1 free hardware reservation(s)` + "\n"
+	problem := ": field ip_addresses.address_family: number 100000000000000000000 is out of range for int; bmctl leaves it alone until Metal answers a value it can use\n"
+	wantErr := "bmctl: device " + bad[0] + problem + "bmctl: device " + bad[1] + problem +
+		"bmctl: Metal project " + project + ": 2 device(s) or reservation(s) bmctl cannot read, listed above\n"
+	if r.code != 1 || !strings.HasPrefix(r.out, wantOut) || r.err != wantErr {
+		t.Errorf("exit %d\nstdout %s\nstderr %s\nwant exit 1, stdout starting %s\nstderr %s", r.code, r.out, r.err, wantOut, wantErr)
+	}
+
+	emu.EditListMeta(func(m *metalemu.ListMeta) { m.Total = 0 })
+	r = bmctl(t, "", "provider", "check")
+	wantErr = "bmctl: equinix: list hardware reservations of project " + project + ": GET /projects/" + project +
+		"/hardware-reservations?page=1&per_page=100&provisionable=only: inconsistent answer: meta.total is 0 but page 1 has 1 items\n"
+	if r.code != 1 || r.err != wantErr {
+		t.Errorf("inconsistent paging: exit %d, stderr %q\nwant exit 1, %q", r.code, r.err, wantErr)
+	}
+}

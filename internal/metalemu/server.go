@@ -64,6 +64,17 @@ type Fault struct {
 	RetryAfter string // Retry-After header value, if any
 	Message    string
 	Times      int // how many requests fail; 0 means 1
+	// ProblemJSON answers in RFC 9457's application/problem+json, as
+	// gateways and mocks in front of the API do, with Message as detail.
+	ProblemJSON bool
+	// Hang answers nothing until the client gives up.
+	Hang bool
+}
+
+// ListMeta is the paging part of a list answer's meta, for EditListMeta.
+type ListMeta struct {
+	Total, CurrentPage, LastPage int
+	Omit                         bool // answer without meta (the description does not require it)
 }
 
 type device struct {
@@ -77,6 +88,7 @@ type device struct {
 	private                                    string // private IPv4
 	reboots                                    int
 	created                                    time.Time
+	patch                                      patches // odd values of its answer's fields
 }
 
 type reservation struct {
@@ -84,6 +96,7 @@ type reservation struct {
 	Reservation
 	device  string
 	created time.Time
+	patch   patches
 }
 
 type project struct {
@@ -112,11 +125,15 @@ type Server struct {
 	faults          []Fault
 	requests        []string
 	perPage         int
+	maxPerPage      int
 	provisionStates []string
 	rebootStates    []string
 	onProvision     func(DeviceView) Network
 	onReboot        func(DeviceView)
 	nextAddr        int
+	editMeta        func(*ListMeta)
+	createAnswer    string            // a device to answer creates with, instead of creating one
+	readAnswer      map[string]string // device id -> the device a read of it answers with
 }
 
 // New returns an empty Metal API that accepts only token.
@@ -127,6 +144,7 @@ func New(token string) *Server {
 		devices:         map[string]*device{},
 		reservations:    map[string]*reservation{},
 		keys:            map[string]*sshKey{},
+		readAnswer:      map[string]string{},
 		perPage:         10,
 		provisionStates: []string{"provisioning", "active"},
 		rebootStates:    []string{"powering_off", "powering_on", "active"},
@@ -193,6 +211,14 @@ func (s *Server) SetPerPage(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.perPage = n
+}
+
+// SetMaxPerPage makes list endpoints answer at most n items a page, fewer
+// than a client may ask for (0: no cap but the client's).
+func (s *Server) SetMaxPerPage(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxPerPage = n
 }
 
 // SetProvisionStates sets the states a new device's reads show after its
@@ -293,7 +319,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+BasePath+"/devices/{id}/actions", s.deviceAction)
 	mux.HandleFunc("GET "+BasePath+"/hardware-reservations/{id}", s.getReservation)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "Not found")
+		writeProblem(w, http.StatusNotFound, "no API path "+r.URL.Path)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.fault(w, r) {
@@ -309,6 +335,30 @@ func (s *Server) Handler() http.Handler {
 
 // fault logs the request and answers it with an injected fault, if one matches.
 func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
+	f, ok := s.matchFault(r)
+	if !ok {
+		return false
+	}
+	if f.Hang {
+		<-r.Context().Done()
+		return true
+	}
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	msg := f.Message
+	if msg == "" {
+		msg = http.StatusText(f.Status)
+	}
+	if f.ProblemJSON {
+		writeProblem(w, f.Status, msg)
+	} else {
+		writeError(w, f.Status, msg)
+	}
+	return true
+}
+
+func (s *Server) matchFault(r *http.Request) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
@@ -319,17 +369,9 @@ func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
 			continue
 		}
 		f.Times--
-		if f.RetryAfter != "" {
-			w.Header().Set("Retry-After", f.RetryAfter)
-		}
-		msg := f.Message
-		if msg == "" {
-			msg = http.StatusText(f.Status)
-		}
-		writeError(w, f.Status, msg)
-		return true
+		return *f, true
 	}
-	return false
+	return Fault{}, false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -340,6 +382,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, errorJSON{Errors: []string{msg}})
+}
+
+// writeProblem answers in application/problem+json (RFC 9457), which is
+// not the API's error format but what a mock or gateway in front of it
+// answers (Prism does, for a path it does not know).
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
 }
 
 func stamp(t time.Time) string { return t.Format(time.RFC3339) }
@@ -378,6 +429,9 @@ func (s *Server) page(r *http.Request, n int) (lo, hi int, meta metaJSON) {
 	if per <= 0 {
 		per = s.perPage
 	}
+	if s.maxPerPage > 0 {
+		per = min(per, s.maxPerPage)
+	}
 	page, _ := strconv.Atoi(q.Get("page"))
 	if page <= 0 {
 		page = 1
@@ -393,6 +447,11 @@ func (s *Server) page(r *http.Request, n int) (lo, hi int, meta metaJSON) {
 		return href{r.URL.Path + "?" + v.Encode()}
 	}
 	meta = metaJSON{Self: link(page), First: link(1), Last: link(last), Total: n, CurrentPage: page, LastPage: last}
+	if s.editMeta != nil {
+		m := ListMeta{Total: n, CurrentPage: page, LastPage: last}
+		s.editMeta(&m)
+		meta.Total, meta.CurrentPage, meta.LastPage, meta.omit = m.Total, m.CurrentPage, m.LastPage, m.Omit
+	}
 	if page < last {
 		next := link(page + 1)
 		meta.Next = &next
@@ -421,9 +480,9 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 	}
 	lo, hi, meta := s.page(r, len(match))
 	out := struct {
-		Devices []deviceJSON `json:"devices"`
-		Meta    metaJSON     `json:"meta"`
-	}{Devices: []deviceJSON{}, Meta: meta}
+		Devices []any     `json:"devices"`
+		Meta    *metaJSON `json:"meta,omitempty"`
+	}{Devices: []any{}, Meta: meta.orNil()}
 	for _, d := range match[lo:hi] {
 		out.Devices = append(out.Devices, s.read(d))
 	}
@@ -438,11 +497,14 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found")
 		return
 	}
+	if other, ok := s.devices[s.readAnswer[d.id]]; ok {
+		d = other
+	}
 	writeJSON(w, http.StatusOK, s.read(d))
 }
 
 // read renders a device as one read of it sees it, moving it along its script.
-func (s *Server) read(d *device) deviceJSON {
+func (s *Server) read(d *device) any {
 	out := s.render(d)
 	if len(d.pending) > 0 {
 		d.state, d.pending = d.pending[0], d.pending[1:]
@@ -450,7 +512,10 @@ func (s *Server) read(d *device) deviceJSON {
 	return out
 }
 
-func (s *Server) render(d *device) deviceJSON {
+// render is the device's JSON with its odd values (SetDeviceField).
+func (s *Server) render(d *device) any { return d.patch.apply(s.renderDevice(d)) }
+
+func (s *Server) renderDevice(d *device) deviceJSON {
 	metro := &metroJSON{ID: uuidFor("metro:" + d.metro), Code: d.metro, Name: strings.ToUpper(d.metro)}
 	out := deviceJSON{
 		ID: d.id, ShortID: d.shortID, Href: BasePath + "/devices/" + d.id, Hostname: d.hostname,
@@ -538,6 +603,10 @@ func (s *Server) createDevice(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if d, ok := s.devices[s.createAnswer]; ok {
+		writeJSON(w, http.StatusCreated, s.render(d))
+		return
+	}
 	d := &device{id: uuid.NewString(), projectID: p.id, hostname: req.Hostname, plan: req.Plan, os: req.OS,
 		state: "queued", pending: slices.Clone(s.provisionStates), facility: hr.Facility, metro: hr.Metro,
 		tags: slices.Clone(req.Tags), sshKeys: slices.Clone(req.ProjectSSHKeys), reservation: hr.id,
@@ -586,7 +655,11 @@ func (s *Server) deviceAction(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func (s *Server) renderReservation(hr *reservation) reservationJSON {
+func (s *Server) renderReservation(hr *reservation) any {
+	return hr.patch.apply(s.reservationJSON(hr))
+}
+
+func (s *Server) reservationJSON(hr *reservation) reservationJSON {
 	out := reservationJSON{ID: hr.id, ShortID: hr.shortID, Href: BasePath + "/hardware-reservations/" + hr.id,
 		CreatedAt: stamp(hr.created),
 		Facility: facilityJSON{ID: uuidFor("facility:" + hr.Facility), Code: hr.Facility, Name: strings.ToUpper(hr.Facility),
@@ -618,9 +691,9 @@ func (s *Server) listReservations(w http.ResponseWriter, r *http.Request) {
 	}
 	lo, hi, meta := s.page(r, len(match))
 	out := struct {
-		HardwareReservations []reservationJSON `json:"hardware_reservations"`
-		Meta                 metaJSON          `json:"meta"`
-	}{HardwareReservations: []reservationJSON{}, Meta: meta}
+		HardwareReservations []any     `json:"hardware_reservations"`
+		Meta                 *metaJSON `json:"meta,omitempty"`
+	}{HardwareReservations: []any{}, Meta: meta.orNil()}
 	for _, hr := range match[lo:hi] {
 		out.HardwareReservations = append(out.HardwareReservations, s.renderReservation(hr))
 	}

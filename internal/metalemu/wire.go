@@ -111,6 +111,14 @@ type metaJSON struct {
 	Total       int   `json:"total"`
 	CurrentPage int   `json:"current_page"`
 	LastPage    int   `json:"last_page"`
+	omit        bool  // ListMeta.Omit
+}
+
+func (m metaJSON) orNil() *metaJSON {
+	if m.omit {
+		return nil
+	}
+	return &m
 }
 
 type errorJSON struct {

@@ -2,8 +2,7 @@
 // inspection commands and the `machines watch` TUI): resolving machine
 // references, the derived machine state, machine lists and details, work
 // history (with a LISTEN/NOTIFY follower), sessions, backoffs and fleet
-// statistics, plus the one operator write the views offer, clearing a
-// backoff. Filtering, sorting and paging happen in SQL so that views cost
+// statistics. It only reads: operator actions live in pkg/ops. Filtering, sorting and paging happen in SQL so that views cost
 // what they show, not what the fleet holds.
 package fleet
 

@@ -25,6 +25,9 @@ type HistoryEvent struct {
 	SessionID        *uuid.UUID   `json:"session_id"`
 	SessionComponent string       `json:"session_component"`
 	SessionHost      string       `json:"session_host"`
+	// Actor is who did it: the operator of an operator action
+	// ("alice@jump1"), else the session's component@host.
+	Actor string `json:"actor"`
 }
 
 // HistoryOptions filter a machine's history.
@@ -37,19 +40,51 @@ type HistoryOptions struct {
 	Limit int
 	// AfterID keeps events with a larger id (to continue from a seen event).
 	AfterID int64
+	// Events keeps only these events.
+	Events []bmdb.Event
+	// Actor keeps events whose actor is this ("alice@jump1"), or whose
+	// actor's part before the @ is ("alice", "shepherd").
+	Actor string
+	// Location keeps events of machines at this location now.
+	Location string
 }
 
-const historyColumns = `work_history_id, machine_id, event_at, process, event, cause, session_id, session_component, session_host`
+// actorSQL is an event's actor: the operator an operator action recorded
+// (migration 0011), else the session that wrote it.
+const actorSQL = `coalesce(actor, CASE WHEN session_host = '' THEN session_component ELSE session_component || '@' || session_host END)`
+
+const historyColumns = `work_history_id, machine_id, event_at, process, event, cause, session_id, session_component, session_host, ` + actorSQL
 
 func scanHistory(row pgx.CollectableRow) (HistoryEvent, error) {
 	var e HistoryEvent
-	err := row.Scan(&e.ID, &e.MachineID, &e.At, &e.Process, &e.Event, &e.Cause, &e.SessionID, &e.SessionComponent, &e.SessionHost)
+	err := row.Scan(&e.ID, &e.MachineID, &e.At, &e.Process, &e.Event, &e.Cause, &e.SessionID, &e.SessionComponent, &e.SessionHost, &e.Actor)
 	return e, err
 }
 
-func (o HistoryOptions) where(machine uuid.UUID) (string, []any) {
-	args := []any{machine}
-	conds := []string{"machine_id = $1"}
+// where filters history; machine nil means every machine's.
+func (o HistoryOptions) where(machine *uuid.UUID) (string, []any) {
+	var args []any
+	conds := []string{"true"}
+	if machine != nil {
+		args = append(args, *machine)
+		conds = []string{"machine_id = $1"}
+	}
+	if len(o.Events) > 0 {
+		evs := make([]string, len(o.Events))
+		for i, e := range o.Events {
+			evs[i] = string(e)
+		}
+		args = append(args, evs)
+		conds = append(conds, fmt.Sprintf("event::text = ANY($%d)", len(args)))
+	}
+	if o.Actor != "" {
+		args = append(args, o.Actor)
+		conds = append(conds, fmt.Sprintf("(%s = $%d OR split_part(%s, '@', 1) = $%d)", actorSQL, len(args), actorSQL, len(args)))
+	}
+	if o.Location != "" {
+		args = append(args, o.Location)
+		conds = append(conds, fmt.Sprintf("machine_id IN (SELECT machine_id FROM machine_provided WHERE provider_location = $%d)", len(args)))
+	}
 	if o.Process != "" {
 		args = append(args, string(o.Process))
 		conds = append(conds, fmt.Sprintf("process = $%d", len(args)))
@@ -70,9 +105,30 @@ func (o HistoryOptions) where(machine uuid.UUID) (string, []any) {
 // cost follows the events returned, not the machine's whole history. It works
 // for machines that no longer exist.
 func History(ctx context.Context, db DB, machine uuid.UUID, o HistoryOptions) ([]HistoryEvent, error) {
+	return history(ctx, db, &machine, o)
+}
+
+// FleetHistory returns every machine's history that passes o's filters,
+// oldest first. A time range (Since) reads the BRIN index on event_at
+// (migration 0011), Limit alone the newest ids backwards, so neither costs
+// what the whole history costs.
+func FleetHistory(ctx context.Context, db DB, o HistoryOptions) ([]HistoryEvent, error) {
+	return history(ctx, db, nil, o)
+}
+
+func history(ctx context.Context, db DB, machine *uuid.UUID, o HistoryOptions) ([]HistoryEvent, error) {
 	where, args := o.where(machine)
-	q := "SELECT " + historyColumns + " FROM work_history WHERE " + where + " ORDER BY machine_id, work_history_id"
-	if o.Limit > 0 {
+	order := " ORDER BY machine_id, work_history_id"
+	if machine == nil {
+		order = " ORDER BY work_history_id"
+	}
+	q := "SELECT " + historyColumns + " FROM work_history WHERE " + where + order
+	if o.Limit > 0 && machine == nil {
+		// Newest first along the primary key, stopping after Limit.
+		args = append(args, o.Limit)
+		q = "SELECT * FROM (SELECT " + historyColumns + " FROM work_history WHERE " + where +
+			fmt.Sprintf(" ORDER BY work_history_id DESC LIMIT $%d) newest ORDER BY work_history_id", len(args))
+	} else if o.Limit > 0 {
 		// The newest events, ordered by an expression no index provides: a
 		// backward walk of the primary key, filtering for the machine, looks
 		// cheap to the planner when the machine's events are recent, and
@@ -99,6 +155,15 @@ const HistoryChannel = "work_history"
 // any moment is either in the first read or announced afterwards; events are
 // read back by id, so ones that commit out of id order are not skipped.
 func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o HistoryOptions, emit func([]HistoryEvent) error) error {
+	return follow(ctx, pool, &machine, o, emit)
+}
+
+// FollowFleetHistory is FollowHistory over every machine's history.
+func FollowFleetHistory(ctx context.Context, pool *pgxpool.Pool, o HistoryOptions, emit func([]HistoryEvent) error) error {
+	return follow(ctx, pool, nil, o, emit)
+}
+
+func follow(ctx context.Context, pool *pgxpool.Pool, machine *uuid.UUID, o HistoryOptions, emit func([]HistoryEvent) error) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -111,7 +176,7 @@ func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o
 		return err
 	}
 	defer l.Close(ctx)
-	first, err := History(ctx, pc, machine, o)
+	first, err := history(ctx, pc, machine, o)
 	if err != nil {
 		return err
 	}
@@ -135,7 +200,7 @@ func FollowHistory(ctx context.Context, pool *pgxpool.Pool, machine uuid.UUID, o
 			return err
 		}
 		mid, hid, ok := parseHistoryPayload(n.Payload)
-		if !ok || mid != machine || seen[hid] {
+		if !ok || (machine != nil && mid != *machine) || seen[hid] {
 			continue
 		}
 		where, args := after.where(machine)

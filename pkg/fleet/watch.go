@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -428,39 +427,4 @@ func GetWatchDetail(ctx context.Context, db DB, id uuid.UUID, o DetailOptions) (
 		return nil
 	})
 	return d, err
-}
-
-// ErrNoAgent means a recovery request was made for a machine whose agent was
-// never started: Recovery does not act on it; AgentStart does.
-var ErrNoAgent = errors.New("machine has no started agent, so Recovery does not act on it (AgentStart will)")
-
-// RequestRecovery asks Recovery to act on a machine now, whatever its
-// heartbeat says: the machine becomes a Recovery candidate (still subject to
-// shepherd work already held on it and to an unexpired Recovery backoff).
-// The request is a tag on the agent-started tag (migration 0007), so it is
-// served once: Recovery removes the agent's tags when it succeeds, and the
-// request goes with them. It is recorded in the machine's history as a
-// RecoveryRequested event by operator ("user@host"). Requesting twice keeps
-// the first request.
-func RequestRecovery(ctx context.Context, db DB, machine uuid.UUID, operator string) error {
-	return inTx(ctx, db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO machine_recovery_requested (machine_id, recovery_requested_by) VALUES ($1, $2)
-			ON CONFLICT (machine_id) DO NOTHING`, machine, operator)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23503" {
-			return fmt.Errorf("%w: %s", ErrNoAgent, machine)
-		}
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return nil
-		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO work_history (machine_id, process, event, cause, session_component, session_host)
-			VALUES ($1, 'ShepherdRecovery', 'RecoveryRequested', 'requested by ' || $2, 'bmctl', $3)`,
-			machine, operator, hostOf(operator))
-		return err
-	})
 }

@@ -29,6 +29,10 @@ type ProviderMachine struct {
 	Address  string
 	Location string
 	Status   ProviderStatus
+	// Problem, if set, says why the provider cannot read this machine (a
+	// field of its answer it cannot use): the machine exists, but nothing
+	// else about it is known, so it is neither recorded nor refreshed.
+	Problem string
 }
 
 // ErrNotFound means the provider has no machine with that id.

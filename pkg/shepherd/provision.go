@@ -32,6 +32,9 @@ type ReconcileResult struct {
 	Recorded  int // machines the provider had and BMDB did not
 	Refreshed int // machines whose address, location or status changed
 	Created   int // machines created from free capacity
+	// Unreadable are machines the provider lists but cannot read (see
+	// ProviderMachine.Problem): left as they are.
+	Unreadable int
 }
 
 // Reconcile brings BMDB's provided machines of p in line with p: it records
@@ -99,6 +102,11 @@ func Reconcile(ctx context.Context, conn *bmdb.Conn, p Provider, maxMachines int
 		}
 	}
 	for _, pm := range atProvider {
+		if pm.Problem != "" {
+			res.Unreadable++
+			log.Warn("provider machine unreadable", "provider", p.Type(), "provider_id", pm.ID, "problem", pm.Problem)
+			continue
+		}
 		k, ok := byID[pm.ID]
 		if !ok {
 			id, err := record(ctx, c, p, pm)
@@ -141,7 +149,12 @@ func Reconcile(ctx context.Context, conn *bmdb.Conn, p Provider, maxMachines int
 		// A crash right here leaves the machine at the provider only; the
 		// next reconciliation records it.
 		id, err := record(ctx, c, p, pm)
-		if err != nil && !errors.Is(err, bmdb.ErrMachineExists) {
+		if errors.Is(err, bmdb.ErrMachineExists) {
+			// Not a new machine: the provider answered the create with one
+			// BMDB has. Creating more would only repeat it.
+			return res, fmt.Errorf("creating a machine at %s: the provider answered with machine %s, which BMDB already has; not counted as created", p.Type(), pm.ID)
+		}
+		if err != nil {
 			return res, err
 		}
 		res.Created++
@@ -184,7 +197,7 @@ func provision(ctx context.Context, conn *bmdb.Conn, providers []Provider, cfg P
 			case err != nil:
 				log.Warn("provisioning failed", "provider", p.Type(), "err", err)
 			case res != ReconcileResult{}:
-				log.Info("provisioning reconciled", "provider", p.Type(), "recorded", res.Recorded, "refreshed", res.Refreshed, "created", res.Created)
+				log.Info("provisioning reconciled", "provider", p.Type(), "recorded", res.Recorded, "refreshed", res.Refreshed, "created", res.Created, "unreadable", res.Unreadable)
 			}
 		}
 		sleep(ctx, cfg.Interval, nil)

@@ -79,7 +79,7 @@ func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.T
 		return nil, fail(FailMachine, fmt.Errorf("machine's provider %q is not configured in this shepherd", t.Machine.Provider))
 	}
 	t.SetDetail(ctx, "rebooting via "+p.Type()+", waiting for it to take effect")
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.RebootTimeout)
+	rctx, cancel := context.WithTimeoutCause(ctx, r.cfg.RebootTimeout, fmt.Errorf("Recovery's reboot timeout of %s ran out", r.cfg.RebootTimeout))
 	defer cancel()
 	var report string
 	var err error
@@ -92,8 +92,10 @@ func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.T
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		// The provider's error says whether the reboot was sent and what
+		// the timeout ended.
 		if rctx.Err() != nil {
-			return nil, fail(FailTimeout, fmt.Errorf("reboot via %s did not take effect within %s: %v", p.Type(), r.cfg.RebootTimeout, err))
+			return nil, fail(FailTimeout, fmt.Errorf("reboot via %s: %w", p.Type(), err))
 		}
 		return nil, fail(FailProvider, fmt.Errorf("reboot via %s: %w", p.Type(), err))
 	}

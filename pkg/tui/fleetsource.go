@@ -12,14 +12,15 @@ import (
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
+	"github.com/bmctl/bmctl/pkg/ops"
 )
 
 // FleetSource reads BMDB through pkg/fleet, so the view shows the state every
 // bmctl view derives.
 type FleetSource struct {
-	DB         fleet.DB
+	DB         ops.DB
 	Thresholds bmdb.RecoveryThresholds
-	// Operator is recorded with actions ("user@host"); default fleet.Operator().
+	// Operator is recorded with actions ("user@host"); default ops.Actor().
 	Operator string
 	// HistoryLimit is how many history events the detail shows (default 200).
 	HistoryLimit int
@@ -203,16 +204,22 @@ func (s FleetSource) operator() string {
 	if s.Operator != "" {
 		return s.Operator
 	}
-	return fleet.Operator()
+	return ops.Actor()
+}
+
+// act runs an operator action as the bmctl commands do; the view has
+// already asked for confirmation.
+func (s FleetSource) act(ctx context.Context, a ops.Action) error {
+	_, err := ops.Run(ctx, s.DB, a, ops.Options{Actor: s.operator()})
+	return err
 }
 
 // ClearBackoff implements Source, as `bmctl backoff clear` does.
 func (s FleetSource) ClearBackoff(ctx context.Context, id uuid.UUID, process string) error {
-	_, err := fleet.ClearBackoff(ctx, s.DB, id, bmdb.Process(process), s.operator())
-	return err
+	return s.act(ctx, ops.ClearBackoff{Machines: []uuid.UUID{id}, Process: bmdb.Process(process)})
 }
 
-// RequestRecovery implements Source.
+// RequestRecovery implements Source, as `bmctl recover` does.
 func (s FleetSource) RequestRecovery(ctx context.Context, id uuid.UUID) error {
-	return fleet.RequestRecovery(ctx, s.DB, id, s.operator())
+	return s.act(ctx, ops.RequestRecovery{Machines: []uuid.UUID{id}})
 }

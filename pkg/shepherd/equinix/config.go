@@ -47,6 +47,8 @@ type Config struct {
 
 	// PageSize is how many items a list call asks for per page.
 	PageSize int
+	// ListTimeout bounds one listing, all its pages and retries included.
+	ListTimeout time.Duration
 
 	// RequestsPerSecond and Burst limit the calls this client makes.
 	RequestsPerSecond float64
@@ -94,6 +96,7 @@ func DefaultConfig() Config {
 		SSHKeyLabel:       "bmctl-shepherd",
 		SSHPort:           22,
 		PageSize:          100,
+		ListTimeout:       5 * time.Minute,
 		RequestsPerSecond: 5,
 		Burst:             10,
 		Retries:           5,

@@ -17,6 +17,7 @@ package equinix
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/packethost/packngo"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -47,11 +49,14 @@ type Provider struct {
 	apiURL string
 	tr     *transport
 
-	// createMu makes creates one at a time, so that two never pick the
-	// same free reservation.
-	createMu sync.Mutex
-	keyMu    sync.Mutex
-	keyID    string // the project SSH key holding cfg.SSHPublicKey, once known
+	// creating makes creates one at a time, so that two never pick the
+	// same free reservation; a wait for it ends with the caller's context.
+	creating *semaphore.Weighted
+	keyID    string // the project SSH key holding cfg.SSHPublicKey, once known (under creating)
+
+	seenMu   sync.Mutex
+	seen     map[string]bool   // ids of devices listed or created
+	asideWhy map[string]string // reservations set aside after an inconsistent create, and why
 }
 
 var _ shepherd.Provider = (*Provider)(nil)
@@ -78,8 +83,11 @@ func New(cfg Config) (*Provider, error) {
 		base = cfg.HTTPClient.Transport
 	}
 	return &Provider{
-		cfg:    cfg,
-		apiURL: apiURL,
+		cfg:      cfg,
+		apiURL:   apiURL,
+		creating: semaphore.NewWeighted(1),
+		seen:     map[string]bool{},
+		asideWhy: map[string]string{},
 		tr: &transport{
 			base:    base,
 			limiter: rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), cfg.Burst),
@@ -130,6 +138,9 @@ func withDefaults(c Config) Config {
 	if c.PageSize <= 0 {
 		c.PageSize = d.PageSize
 	}
+	if c.ListTimeout <= 0 {
+		c.ListTimeout = d.ListTimeout
+	}
 	return c
 }
 
@@ -137,116 +148,95 @@ func withDefaults(c Config) Config {
 func (p *Provider) Type() string { return Type }
 
 // do makes one API call with packngo, bounded by CallTimeout, and names it
-// in its error.
+// in its error, including which deadline ended it.
 func (p *Provider) do(ctx context.Context, c call, fn func(*packngo.Client) error) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	callCtx, cancel := context.WithTimeoutCause(ctx, p.cfg.CallTimeout, fmt.Errorf("the call timeout of %v ran out", p.cfg.CallTimeout))
 	defer cancel()
 	client, err := packngo.NewClient(
 		packngo.WithAuth("bmctl", p.cfg.Token),
-		packngo.WithHTTPClient(&http.Client{Transport: p.tr.bound(ctx)}),
+		packngo.WithHTTPClient(&http.Client{Transport: p.tr.bound(callCtx)}),
 		packngo.WithBaseURL(p.apiURL),
 	)
 	if err != nil {
 		return p.wrap(c, err)
 	}
-	return p.wrap(c, fn(client))
-}
-
-// pageMeta is the part of Metal's list metadata that paging needs. bmctl
-// pages by number rather than following meta.next: Metal's hrefs carry the
-// base path (/metal/v1/...), and packngo resolves them against its base URL,
-// doubling it (see internal/metalemu's tests).
-type pageMeta struct {
-	Total    int `json:"total"`
-	LastPage int `json:"last_page"`
-}
-
-// maxPages bounds a listing against an API that never says it is done.
-const maxPages = 10000
-
-// listTries bounds how often a listing restarts because the list changed
-// while it was paged (a device created or deleted shifts the pages, and a
-// device missed that way would look like a discrepancy to the shepherd).
-const listTries = 3
-
-// listPages fetches every page of a project list endpoint. get decodes one
-// page, keeps its items and returns the page's metadata and item count;
-// reset drops what get kept, when the listing starts again.
-func (p *Provider) listPages(ctx context.Context, op, endpoint string, query url.Values,
-	reset func(), get func(c *packngo.Client, path string) (pageMeta, int, error)) error {
-	for try := 1; try <= listTries; try++ {
-		reset()
-		seen, firstTotal := 0, 0
-		for page := 1; ; page++ {
-			if page > maxPages {
-				return fmt.Errorf("equinix: %s: more than %d pages", op, maxPages)
-			}
-			q := url.Values{}
-			for k, v := range query {
-				q[k] = v
-			}
-			q.Set("page", strconv.Itoa(page))
-			q.Set("per_page", strconv.Itoa(p.cfg.PageSize))
-			path := endpoint + "?" + q.Encode()
-			var meta pageMeta
-			var n int
-			err := p.do(ctx, call{op: op, api: "GET /" + path}, func(c *packngo.Client) error {
-				var err error
-				meta, n, err = get(c, path)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			seen += n
-			if page == 1 {
-				firstTotal = meta.Total
-			}
-			if meta.LastPage <= page {
-				if seen == meta.Total && firstTotal == meta.Total {
-					return nil
-				}
-				break // the list changed under us: page it again
-			}
+	if err := fn(client); err != nil {
+		if callCtx.Err() != nil {
+			return &APIError{Op: c.op, Call: c.api, Detail: "gave up waiting: " + causeOf(callCtx), err: callCtx.Err()}
 		}
+		return p.wrap(c, err)
 	}
-	return fmt.Errorf("equinix: %s: the list changed while being paged, %d times in a row", op, listTries)
+	return nil
 }
 
-// devices lists the project's devices whose hostname has our prefix.
-func (p *Provider) devices(ctx context.Context) ([]packngo.Device, error) {
-	var all []packngo.Device
+// causeOf says why ctx ended: the cause its deadline or cancel was given
+// (the call timeout, the listing timeout, Recovery's reboot timeout, a
+// lease that may lapse), else whether it was a deadline or a cancel.
+func causeOf(ctx context.Context) string {
+	switch cause := context.Cause(ctx); {
+	case cause == nil:
+		return "not ended"
+	case cause == context.DeadlineExceeded:
+		return "the caller's deadline passed"
+	case cause == context.Canceled:
+		return "the caller canceled"
+	default:
+		return cause.Error()
+	}
+}
+
+// getJSON gets path (under the base URL) into v, as JSON.
+func (p *Provider) getJSON(ctx context.Context, c call, path string, v any) error {
+	return p.do(ctx, c, func(cl *packngo.Client) error {
+		_, err := cl.DoRequest(http.MethodGet, path, nil, v)
+		return err
+	})
+}
+
+// devices lists the project's devices whose hostname has our prefix, and
+// those it cannot read whose hostname may have it.
+func (p *Provider) devices(ctx context.Context) ([]device, []*unreadable, error) {
 	endpoint := "projects/" + p.cfg.ProjectID + "/devices"
 	q := url.Values{"hostname": {p.cfg.HostnamePrefix}, "include": {"facility"}}
-	err := p.listPages(ctx, "list devices of project "+p.cfg.ProjectID, endpoint, q, func() { all = nil },
-		func(c *packngo.Client, path string) (pageMeta, int, error) {
-			var root struct {
-				Devices []packngo.Device `json:"devices"`
-				Meta    pageMeta         `json:"meta"`
-			}
-			_, err := c.DoRequest(http.MethodGet, path, nil, &root)
-			for _, d := range root.Devices {
-				// The API's hostname filter matches anywhere in the name.
-				if strings.HasPrefix(d.Hostname, p.cfg.HostnamePrefix) {
-					all = append(all, d)
-				}
-			}
-			return root.Meta, len(root.Devices), err
-		})
-	return all, err
+	items, err := p.listPages(ctx, "list devices of project "+p.cfg.ProjectID, endpoint, "devices", q)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ds []device
+	var bad []*unreadable
+	for i, raw := range items {
+		d, err := decodeDevice(raw, fmt.Sprintf("item %d of the device list", i+1))
+		// The API's hostname filter matches anywhere in the name.
+		if d.Hostname != "" && !strings.HasPrefix(d.Hostname, p.cfg.HostnamePrefix) {
+			continue
+		}
+		var u *unreadable
+		if errors.As(err, &u) {
+			bad = append(bad, u)
+			continue
+		}
+		ds = append(ds, d)
+	}
+	p.saw(ds...)
+	return ds, bad, nil
 }
 
 // ListMachines returns the project's devices that bmctl manages, including
 // those that failed to provision (StatusFailed): the provisioning loop must
-// neither recover them nor count them as discrepancies.
+// neither recover them nor count them as discrepancies. A device whose
+// answer bmctl cannot read is listed with its Problem, so that one odd
+// device neither hides the others nor looks vanished.
 func (p *Provider) ListMachines(ctx context.Context) ([]shepherd.ProviderMachine, error) {
-	ds, err := p.devices(ctx)
+	ds, bad, err := p.devices(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]shepherd.ProviderMachine, 0, len(ds))
+	out := make([]shepherd.ProviderMachine, 0, len(ds)+len(bad))
 	for _, d := range ds {
 		out = append(out, p.machine(d))
+	}
+	for _, u := range bad {
+		out = append(out, shepherd.ProviderMachine{ID: u.id, Status: shepherd.StatusUnknown, Problem: u.Error()})
 	}
 	return out, nil
 }
@@ -259,44 +249,63 @@ func (p *Provider) GetMachine(ctx context.Context, id string) (shepherd.Provider
 	if err != nil {
 		return shepherd.ProviderMachine{}, err
 	}
-	return p.machine(*d), nil
+	return p.machine(d), nil
 }
 
-func (p *Provider) device(ctx context.Context, id, op string) (*packngo.Device, error) {
+func (p *Provider) device(ctx context.Context, id, op string) (device, error) {
 	if _, err := uuid.Parse(id); err != nil {
-		return nil, fmt.Errorf("equinix: %s: %q is not a Metal device id (a UUID): %w", op, id, shepherd.ErrNotFound)
+		return device{}, fmt.Errorf("equinix: %s: %q is not a Metal device id (a UUID): %w", op, id, shepherd.ErrNotFound)
 	}
-	var d *packngo.Device
-	err := p.do(ctx, call{op: op, api: "GET /devices/" + id, device: true}, func(c *packngo.Client) error {
-		var err error
-		d, _, err = c.Devices.Get(id, nil)
-		return err
-	})
+	c := call{op: op, api: "GET /devices/" + id, device: true}
+	var raw json.RawMessage
+	if err := p.getJSON(ctx, c, "devices/"+id+"?include=facility", &raw); err != nil {
+		return device{}, err
+	}
+	d, err := decodeDevice(raw, "the answer")
 	if err != nil {
-		return nil, err
+		return device{}, fmt.Errorf("equinix: %s: %s: %w", op, c.api, err)
 	}
-	if d.Project != nil && d.Project.URL != "" && !strings.HasSuffix(d.Project.URL, "/"+p.cfg.ProjectID) {
-		return nil, fmt.Errorf("equinix: %s: device is in another project (%s): %w", op, d.Project.URL, shepherd.ErrNotFound)
+	if d.ID != id {
+		return device{}, inconsistent(c, fmt.Sprintf("Metal answered with device %s (%s), not the one asked for", d.ID, d.Hostname))
+	}
+	if d.Project != "" && !strings.HasSuffix(d.Project, "/"+p.cfg.ProjectID) {
+		return device{}, fmt.Errorf("equinix: %s: device is in another project (%s): %w", op, d.Project, shepherd.ErrNotFound)
 	}
 	if !strings.HasPrefix(d.Hostname, p.cfg.HostnamePrefix) {
-		return nil, fmt.Errorf("equinix: %s: hostname %q lacks the prefix %q, so the device is not bmctl's: %w",
+		return device{}, fmt.Errorf("equinix: %s: hostname %q lacks the prefix %q, so the device is not bmctl's: %w",
 			op, d.Hostname, p.cfg.HostnamePrefix, shepherd.ErrNotFound)
 	}
 	return d, nil
 }
 
+// saw remembers devices as existing, so that a create answered with one
+// of them is not taken for a new device.
+func (p *Provider) saw(ds ...device) {
+	p.seenMu.Lock()
+	defer p.seenMu.Unlock()
+	for _, d := range ds {
+		p.seen[d.ID] = true
+	}
+}
+
+func (p *Provider) seenBefore(id string) bool {
+	p.seenMu.Lock()
+	defer p.seenMu.Unlock()
+	return p.seen[id]
+}
+
 // machine is a device as the shepherd sees it.
-func (p *Provider) machine(d packngo.Device) shepherd.ProviderMachine {
+func (p *Provider) machine(d device) shepherd.ProviderMachine {
 	return shepherd.ProviderMachine{ID: d.ID, Address: p.address(d), Location: location(d), Status: MapState(d.State)}
 }
 
 // address is host:port of the device's SSH server, or "" while it has no
 // public address.
-func (p *Provider) address(d packngo.Device) string {
+func (p *Provider) address(d device) string {
 	host := ""
 	for _, family := range []int{4, 6} {
-		for _, ip := range d.Network {
-			if ip != nil && ip.Public && ip.AddressFamily == family && ip.Address != "" {
+		for _, ip := range d.IPs {
+			if ip.Public && ip.Family == family && ip.Address != "" {
 				host = ip.Address
 				break
 			}
@@ -317,24 +326,14 @@ func (p *Provider) address(d packngo.Device) string {
 
 // location is "metro/facility" (for example "sv/sv15"), or whichever of the
 // two Metal reports.
-func location(d packngo.Device) string {
-	metro, facility := "", ""
-	if d.Metro != nil {
-		metro = d.Metro.Code
-	}
-	if d.Facility != nil {
-		facility = d.Facility.Code
-		if metro == "" && d.Facility.Metro != nil {
-			metro = d.Facility.Metro.Code
-		}
-	}
+func location(d device) string {
 	switch {
-	case metro != "" && facility != "":
-		return metro + "/" + facility
-	case metro != "":
-		return metro
+	case d.Metro != "" && d.Facility != "":
+		return d.Metro + "/" + d.Facility
+	case d.Metro != "":
+		return d.Metro
 	}
-	return facility
+	return d.Facility
 }
 
 // MapState maps a Metal device state to the shepherd's provider status.
@@ -368,37 +367,38 @@ func (r Reservation) Location() string {
 }
 
 // FreeReservations lists the project's provisionable hardware reservations
-// without a device (of the configured plan, if one is set).
+// without a device (of the configured plan, if one is set). Reservations
+// bmctl cannot read, or set aside after an inconsistent create, are not free.
 func (p *Provider) FreeReservations(ctx context.Context) ([]Reservation, error) {
-	var free []Reservation
-	endpoint := "projects/" + p.cfg.ProjectID + "/hardware-reservations"
-	err := p.listPages(ctx, "list hardware reservations of project "+p.cfg.ProjectID, endpoint,
-		url.Values{"provisionable": {"only"}}, func() { free = nil },
-		func(c *packngo.Client, path string) (pageMeta, int, error) {
-			var root struct {
-				Reservations []packngo.HardwareReservation `json:"hardware_reservations"`
-				Meta         pageMeta                      `json:"meta"`
-			}
-			_, err := c.DoRequest(http.MethodGet, path, nil, &root)
-			for _, hr := range root.Reservations {
-				if !hr.Provisionable || hr.Spare || hr.Device != nil {
-					continue
-				}
-				if p.cfg.Plan != "" && hr.Plan.Slug != p.cfg.Plan {
-					continue
-				}
-				r := Reservation{ID: hr.ID, ShortID: hr.ShortID, Plan: hr.Plan.Slug, Facility: hr.Facility.Code}
-				if hr.Facility.Metro != nil {
-					r.Metro = hr.Facility.Metro.Code
-				}
-				if r.ShortID == "" {
-					r.ShortID = hr.ID[:min(8, len(hr.ID))]
-				}
-				free = append(free, r)
-			}
-			return root.Meta, len(root.Reservations), err
-		})
+	free, _, err := p.freeReservations(ctx)
 	return free, err
+}
+
+func (p *Provider) freeReservations(ctx context.Context) ([]Reservation, []*unreadable, error) {
+	endpoint := "projects/" + p.cfg.ProjectID + "/hardware-reservations"
+	items, err := p.listPages(ctx, "list hardware reservations of project "+p.cfg.ProjectID, endpoint,
+		"hardware_reservations", url.Values{"provisionable": {"only"}})
+	if err != nil {
+		return nil, nil, err
+	}
+	var free []Reservation
+	var bad []*unreadable
+	for i, raw := range items {
+		hr, err := decodeReservation(raw, fmt.Sprintf("item %d of the hardware reservation list", i+1))
+		var u *unreadable
+		if errors.As(err, &u) {
+			bad = append(bad, u)
+			continue
+		}
+		if !hr.Provisionable || hr.Spare || hr.HasDevice || p.setAside(hr.ID) != "" {
+			continue
+		}
+		if p.cfg.Plan != "" && hr.Plan != p.cfg.Plan {
+			continue
+		}
+		free = append(free, hr.Reservation)
+	}
+	return free, bad, nil
 }
 
 // FreeCapacity is the number of free hardware reservations.
@@ -407,12 +407,25 @@ func (p *Provider) FreeCapacity(ctx context.Context) (int, error) {
 	return len(free), err
 }
 
+func (p *Provider) setAside(reservation string) string {
+	p.seenMu.Lock()
+	defer p.seenMu.Unlock()
+	return p.asideWhy[reservation]
+}
+
 // CreateMachine provisions a device on a free hardware reservation, with
 // the configured hostname prefix and OS and the shepherd's SSH key. It
 // returns while the device is still provisioning.
+//
+// A create answered with a device that is not the one asked for (one that
+// existed already, another hostname or reservation) is not a new machine:
+// it fails with ErrInconsistent, and its reservation is set aside, so that
+// the shepherd reports it once rather than create again every interval.
 func (p *Provider) CreateMachine(ctx context.Context) (shepherd.ProviderMachine, error) {
-	p.createMu.Lock()
-	defer p.createMu.Unlock()
+	if err := p.creating.Acquire(ctx, 1); err != nil {
+		return shepherd.ProviderMachine{}, fmt.Errorf("equinix: create device in project %s: gave up waiting for another create: %s", p.cfg.ProjectID, causeOf(ctx))
+	}
+	defer p.creating.Release(1)
 	keyID, err := p.ensureSSHKey(ctx)
 	if err != nil {
 		return shepherd.ProviderMachine{}, err
@@ -444,24 +457,43 @@ func (p *Provider) CreateMachine(ctx context.Context) (shepherd.ProviderMachine,
 	} else {
 		req.Facility = []string{hr.Facility}
 	}
-	op := "create device on hardware reservation " + hr.ID
-	var d *packngo.Device
-	err = p.do(ctx, call{op: op, api: "POST /projects/" + p.cfg.ProjectID + "/devices"}, func(c *packngo.Client) error {
-		var err error
-		d, _, err = c.Devices.Create(req)
+	c := call{op: "create device on hardware reservation " + hr.ID, api: "POST /projects/" + p.cfg.ProjectID + "/devices"}
+	var raw json.RawMessage
+	err = p.do(ctx, c, func(cl *packngo.Client) error {
+		_, err := cl.DoRequest(http.MethodPost, "projects/"+p.cfg.ProjectID+"/devices", req, &raw)
 		return err
 	})
 	if err != nil {
 		return shepherd.ProviderMachine{}, err
 	}
-	return p.machine(*d), nil
+	d, err := decodeDevice(raw, "the answer")
+	if err != nil {
+		// Created, perhaps, but not readable: the next listing shows it.
+		return shepherd.ProviderMachine{}, fmt.Errorf("equinix: %s: %s: %w", c.op, c.api, err)
+	}
+	var odd string
+	switch {
+	case p.seenBefore(d.ID):
+		odd = fmt.Sprintf("Metal answered with device %s (%s), which existed before, not a new device %s", d.ID, d.Hostname, req.Hostname)
+	case d.Hostname != req.Hostname:
+		odd = fmt.Sprintf("Metal answered with device %s named %q, not %q as asked", d.ID, d.Hostname, req.Hostname)
+	case d.Reservation != "" && d.Reservation != hr.ID:
+		odd = fmt.Sprintf("Metal answered with device %s on hardware reservation %s, not %s as asked", d.ID, d.Reservation, hr.ID)
+	}
+	if odd != "" {
+		p.seenMu.Lock()
+		p.asideWhy[hr.ID] = odd
+		p.seenMu.Unlock()
+		return shepherd.ProviderMachine{}, inconsistent(c, odd+"; not counted as created, and the reservation is set aside until bmctl restarts")
+	}
+	p.saw(d)
+	return p.machine(d), nil
 }
 
 // ensureSSHKey finds the project SSH key labelled SSHKeyLabel, or creates
-// it with SSHPublicKey, and returns its id.
+// it with SSHPublicKey, and returns its id. Only CreateMachine calls it,
+// holding p.creating.
 func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
-	p.keyMu.Lock()
-	defer p.keyMu.Unlock()
 	if p.keyID != "" {
 		return p.keyID, nil
 	}
@@ -514,28 +546,48 @@ func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
 	return k.ID, nil
 }
 
+// unrebootable says why a reboot of a device in state makes no sense, or "".
+func unrebootable(state string) string {
+	switch state {
+	case "queued":
+		return "it is queued for provisioning"
+	case "provisioning", "reinstalling":
+		return "it is still being provisioned"
+	case "deprovisioning", "deleted":
+		return "it is being deprovisioned"
+	case "failed":
+		return "it failed to provision"
+	}
+	return ""
+}
+
 // Reboot asks Metal to reboot the device, then waits until the device has
 // gone down (any state but active) and come back (active), or fails with
-// the cause after RebootTimeout.
+// the cause after RebootTimeout. It refuses devices that a reboot cannot
+// help (still provisioning, being deprovisioned, failed), and every error
+// says whether the reboot was sent.
 func (p *Provider) Reboot(ctx context.Context, id string) error {
 	op := "reboot device " + id
-	if _, err := p.device(ctx, id, op); err != nil {
-		return err
+	d, err := p.device(ctx, id, op)
+	if err != nil {
+		return fmt.Errorf("%w; the reboot was not sent", err)
 	}
-	err := p.do(ctx, call{op: op, api: "POST /devices/" + id + "/actions", device: true}, func(c *packngo.Client) error {
+	if why := unrebootable(d.State); why != "" {
+		return fmt.Errorf("equinix: %s: not rebooting: the device is %s and %s, so a reboot makes no sense", op, d.State, why)
+	}
+	err = p.do(ctx, call{op: op, api: "POST /devices/" + id + "/actions", device: true}, func(c *packngo.Client) error {
 		_, err := c.Devices.Reboot(id)
 		return err
 	})
-	if err != nil {
-		return err
+	var ae *APIError
+	switch {
+	case errors.As(err, &ae) && ae.Status == 0:
+		return fmt.Errorf("%w; Metal may not have received the reboot", err)
+	case err != nil:
+		return fmt.Errorf("%w; Metal refused the reboot", err)
 	}
-	// The bound is ours or the caller's (the shepherd's reboot timeout),
-	// whichever ends first; the error says which wait ran out.
-	bound := p.cfg.RebootTimeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < bound {
-		bound = time.Until(dl).Round(time.Millisecond)
-	}
-	wait, cancel := context.WithTimeout(ctx, bound)
+	wait, cancel := context.WithTimeoutCause(ctx, p.cfg.RebootTimeout,
+		fmt.Errorf("the provider's reboot timeout of %v (--equinix-reboot-timeout) ran out", p.cfg.RebootTimeout))
 	defer cancel()
 	tick := time.NewTicker(p.cfg.PollInterval)
 	defer tick.Stop()
@@ -544,9 +596,9 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 	for {
 		d, err := p.device(wait, id, op)
 		switch {
-		case errors.Is(err, shepherd.ErrNotFound) || errors.Is(err, ErrUnauthorized):
-			return err
-		case errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, shepherd.ErrNotFound) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrInconsistent):
+			return fmt.Errorf("%w; Metal had accepted the reboot", err)
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			// the bound, or one call's timeout: the bound decides
 		case err != nil:
 			lastErr = err // perhaps passing; the bound decides
@@ -568,12 +620,9 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 			continue
 		case <-wait.Done():
 		}
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return fmt.Errorf("equinix: %s: canceled while waiting for the device (last state %s): %w", op, last, ctx.Err())
-		}
-		cause := fmt.Sprintf("Metal accepted the reboot but the device did not go down within %v (still %s)", bound, last)
+		cause := fmt.Sprintf("Metal accepted the reboot, but the device had not gone down (still %s) when %s", last, causeOf(wait))
 		if wentDown {
-			cause = fmt.Sprintf("the device went down but did not come back within %v (last state %s)", bound, last)
+			cause = fmt.Sprintf("the device went down but had not come back (last state %s) when %s", last, causeOf(wait))
 		}
 		if lastErr != nil {
 			cause += "; last error: " + lastErr.Error()
@@ -587,26 +636,35 @@ type ProjectInfo struct {
 	ID, Name string
 	Devices  int // devices with our prefix
 	Free     []Reservation
+	// Problems are the devices and reservations bmctl cannot read, one
+	// line each.
+	Problems []string
 }
 
 // Check verifies the credentials and access to the project, and lists free
 // reservations and our devices.
 func (p *Provider) Check(ctx context.Context) (ProjectInfo, error) {
 	info := ProjectInfo{ID: p.cfg.ProjectID}
-	err := p.do(ctx, call{op: "get project " + p.cfg.ProjectID, api: "GET /projects/" + p.cfg.ProjectID}, func(c *packngo.Client) error {
-		pr, _, err := c.Projects.Get(p.cfg.ProjectID, nil)
-		if err == nil {
-			info.Name = pr.Name
-		}
-		return err
-	})
+	var pr struct {
+		Name string `json:"name"`
+	}
+	c := call{op: "get project " + p.cfg.ProjectID, api: "GET /projects/" + p.cfg.ProjectID}
+	if err := p.getJSON(ctx, c, "projects/"+p.cfg.ProjectID, &pr); err != nil {
+		return info, err
+	}
+	info.Name = pr.Name
+	free, badHR, err := p.freeReservations(ctx)
 	if err != nil {
 		return info, err
 	}
-	if info.Free, err = p.FreeReservations(ctx); err != nil {
+	info.Free = free
+	ds, badDev, err := p.devices(ctx)
+	if err != nil {
 		return info, err
 	}
-	ds, err := p.devices(ctx)
-	info.Devices = len(ds)
-	return info, err
+	info.Devices = len(ds) + len(badDev)
+	for _, u := range append(badDev, badHR...) {
+		info.Problems = append(info.Problems, u.Error())
+	}
+	return info, nil
 }

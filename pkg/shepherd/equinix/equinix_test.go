@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -353,7 +352,7 @@ func TestRebootGivesUp(t *testing.T) {
 
 	w.emu.SetRebootStates("active")
 	err := p.Reboot(ctx, id)
-	want := "equinix: reboot device " + id + ": Metal accepted the reboot but the device did not go down within 100ms (still active)"
+	want := "equinix: reboot device " + id + ": Metal accepted the reboot, but the device had not gone down (still active) when the provider's reboot timeout of 100ms (--equinix-reboot-timeout) ran out"
 	if err == nil || err.Error() != want {
 		t.Errorf("Reboot of a device that never goes down: %v\nwant %s", err, want)
 	}
@@ -368,24 +367,26 @@ func TestRebootGivesUp(t *testing.T) {
 	w.emu.SetStates(id, "active")
 	w.emu.SetRebootStates("powering_off", "inactive")
 	err = p.Reboot(ctx, id)
-	want = "equinix: reboot device " + id + ": the device went down but did not come back within 3s (last state inactive)"
+	want = "equinix: reboot device " + id + ": the device went down but had not come back (last state inactive) when the provider's reboot timeout of 3s (--equinix-reboot-timeout) ran out"
 	if err == nil || err.Error() != want {
 		t.Errorf("Reboot of a device that stays down: %v\nwant %s", err, want)
 	}
 
-	// The caller's bound (the shepherd's reboot timeout) may end the wait first.
+	// The caller's bound (Recovery's reboot timeout) may end the wait
+	// first, and the error names it by its cause.
 	w.emu.SetStates(id, "active")
 	w.emu.SetRebootStates("active")
 	// Long enough for the GET and the POST before the wait even under the
 	// race detector on a loaded machine (80ms left no room: a slow GET or
 	// POST fails with the deadline before the wait starts), still far below
-	// the provider's hour, and under a second so the message says ms.
-	short, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	// the provider's hour.
+	short, cancel := context.WithTimeoutCause(ctx, 900*time.Millisecond, errors.New("Recovery's reboot timeout of 900ms ran out"))
 	defer cancel()
 	p2 := w.provider(t, func(c *equinix.Config) { c.RebootTimeout = time.Hour; c.PollInterval = 5 * time.Millisecond })
 	err = p2.Reboot(short, id)
-	if err == nil || !regexp.MustCompile(`^equinix: reboot device `+id+`: Metal accepted the reboot but the device did not go down within [0-9.]+ms \(still active\)$`).MatchString(err.Error()) {
-		t.Errorf("Reboot under the caller's deadline: %v", err)
+	want = "equinix: reboot device " + id + ": Metal accepted the reboot, but the device had not gone down (still active) when Recovery's reboot timeout of 900ms ran out"
+	if err == nil || err.Error() != want {
+		t.Errorf("Reboot under the caller's deadline: %v\nwant %s", err, want)
 	}
 
 	w.emu.SetStates(id, "active")
@@ -492,7 +493,7 @@ func TestCallTimeout(t *testing.T) {
 		c.CallTimeout = 50 * time.Millisecond
 	})
 	_, err := p.GetMachine(context.Background(), id)
-	want := "equinix: get device " + id + ": GET /devices/" + id + ": context deadline exceeded; no answer within 50ms"
+	want := "equinix: get device " + id + ": GET /devices/" + id + ": gave up waiting: the call timeout of 50ms ran out"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant  %s", err, want)
 	}
@@ -518,7 +519,7 @@ func TestVanishedDevice(t *testing.T) {
 		t.Errorf("error %v\nwant  %s", err, want)
 	}
 	err = p.Reboot(ctx, id)
-	want = "equinix: reboot device " + id + ": GET /devices/" + id + ": 404 Not Found: Not found"
+	want = "equinix: reboot device " + id + ": GET /devices/" + id + ": 404 Not Found: Not found; the reboot was not sent"
 	if !errors.Is(err, shepherd.ErrNotFound) || err.Error() != want {
 		t.Errorf("Reboot of a vanished device: %v\nwant %s", err, want)
 	}
@@ -548,8 +549,8 @@ func TestUnknownProject(t *testing.T) {
 	p := w.provider(t, func(c *equinix.Config) { c.ProjectID = "0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e" })
 	_, err := p.FreeCapacity(context.Background())
 	want := "equinix: list hardware reservations of project 0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e: " +
-		"GET /projects/0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e/hardware-reservations?page=1&per_page=100&provisionable=only: " +
-		"404 Not Found: Not found; check the project id (--equinix-project) and that the token may see it"
+		"GET " + w.url + "/projects/0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e/hardware-reservations?page=1&per_page=100&provisionable=only: " +
+		"404 Not Found: Not found; Metal has no such project, or the token may not see it: check the project id (--equinix-project)"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant  %s", err, want)
 	}

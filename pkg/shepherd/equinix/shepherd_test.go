@@ -331,3 +331,74 @@ func TestReconcileWithEquinix(t *testing.T) {
 		t.Errorf("project has %d devices after the refusal, want 2", n)
 	}
 }
+
+// A device bmctl cannot read is neither a discrepancy nor refreshed with
+// nonsense: reconciliation leaves it as BMDB has it and goes on with the
+// others, and it still counts against the limit.
+func TestReconcileLeavesUnreadableDeviceAlone(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 3, small)
+	conn := openDB(t)
+	p := w.provider(t)
+	log := testLogger(t)
+	if res, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil); err != nil || res.Created != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want one created", res, err)
+	}
+	before, err := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("BMDB has %+v, %v", before, err)
+	}
+	w.emu.SetDeviceField(before[0].ProviderID, "ip_addresses.1.address_family", 1e20)
+
+	res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil)
+	if err != nil || res != (shepherd.ReconcileResult{Unreadable: 1, Created: 1}) {
+		t.Fatalf("Reconcile with an unreadable device = %+v, %v; want it left alone and one more created up to 2", res, err)
+	}
+	after, err := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	if err != nil || len(after) != 2 {
+		t.Fatalf("BMDB has %+v, %v; want 2", after, err)
+	}
+	for _, k := range after {
+		if k.ProviderID == before[0].ProviderID && k != before[0] {
+			t.Errorf("the unreadable device's record changed: %+v, was %+v", k, before[0])
+		}
+	}
+}
+
+// A create answered with a device BMDB has is reported once, not counted,
+// and not repeated every interval.
+func TestReconcileCreateAnsweredWithKnownDevice(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	hrs := w.emu.AddReservations(w.project, 2, small)
+	conn := openDB(t)
+	p := w.provider(t)
+	log := testLogger(t)
+	if res, err := shepherd.Reconcile(ctx, conn, p, 1, log, nil); err != nil || res.Created != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want one created", res, err)
+	}
+	known, _ := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type)
+	first := known[0].ProviderID
+	w.emu.AnswerCreatesWith(first)
+
+	res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil)
+	d, _ := w.emu.Device(first)
+	want := "creating a machine at equinix: equinix: create device on hardware reservation " + hrs[1] + ": POST /projects/" + w.project +
+		"/devices: inconsistent answer: Metal answered with device " + first + " (" + d.Hostname + "), which existed before, not a new device bmctl-" + hrs[1][:8] +
+		"; not counted as created, and the reservation is set aside until bmctl restarts"
+	if err == nil || err.Error() != want || res.Created != 0 {
+		t.Fatalf("Reconcile = %+v, %v\nwant nothing created and %s", res, err, want)
+	}
+	for range 2 { // the next intervals
+		if res, err := shepherd.Reconcile(ctx, conn, p, 2, log, nil); err != nil || res.Created != 0 {
+			t.Fatalf("Reconcile after the inconsistent create = %+v, %v; want nothing, quietly", res, err)
+		}
+	}
+	if n := count(w.emu.Requests(), "POST /metal/v1/projects/"+w.project+"/devices"); n != 2 {
+		t.Errorf("%d creates sent, want the first and the inconsistent one", n)
+	}
+	if known, _ := bmdb.ListProvidedMachines(ctx, conn.Pool, equinix.Type); len(known) != 1 {
+		t.Errorf("BMDB has %d machines, want 1", len(known))
+	}
+}

@@ -1,6 +1,7 @@
 package equinix
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -55,7 +56,7 @@ func (t *transport) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 		}
 		resp.Header.Set(attemptsHeader, strconv.Itoa(attempt))
 		if attempt > t.retries || !retryable(req.Method, resp.StatusCode) {
-			return resp, nil
+			return keepErrorBody(resp), nil
 		}
 		d := wait
 		if ra, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
@@ -64,10 +65,10 @@ func (t *transport) roundTrip(ctx context.Context, req *http.Request) (*http.Res
 		// A wait the API asks for that we will not make ends the call here,
 		// with the answer that says why.
 		if d > t.maxWait {
-			return resp, nil
+			return keepErrorBody(resp), nil
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			return resp, nil
+			return keepErrorBody(resp), nil
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
@@ -130,4 +131,34 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return max(0, t.Sub(now)), true
 	}
 	return 0, false
+}
+
+// keptBody is an error answer's body, kept for the error message after
+// packngo has read it (packngo keeps only Metal's own error JSON and says
+// "Unexpected Content-Type" of anything else, problem+json included).
+type keptBody struct {
+	*bytes.Reader
+	data []byte
+}
+
+func (keptBody) Close() error { return nil }
+
+// errorBodyLimit caps how much of an error answer is kept.
+const errorBodyLimit = 64 << 10
+
+func keepErrorBody(resp *http.Response) *http.Response {
+	if resp.StatusCode < 400 {
+		return resp
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+	resp.Body.Close()
+	resp.Body = &keptBody{Reader: bytes.NewReader(data), data: data}
+	return resp
+}
+
+func keptBodyOf(resp *http.Response) []byte {
+	if kb, ok := resp.Body.(*keptBody); ok {
+		return kb.data
+	}
+	return nil
 }
