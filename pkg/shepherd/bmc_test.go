@@ -120,6 +120,19 @@ func (w *bmcWorld) provide(p shepherd.Provider, pids ...string) []uuid.UUID {
 	return ids
 }
 
+// waitRecoveriesEnded waits until each machine's Recovery finished or failed.
+func waitRecoveriesEnded(e *env, ids []uuid.UUID) {
+	e.t.Helper()
+	for _, id := range ids {
+		waitFor(e.t, "every machine's Recovery to end", func() bool {
+			evs := e.history(id)
+			_, fin := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
+			_, failed := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFailed)
+			return fin || failed
+		})
+	}
+}
+
 func (e *env) recoveryOnly() *shepherd.RecoveryConfig {
 	r := e.recovery()
 	r.RebootTimeout = 60 * time.Second
@@ -142,14 +155,7 @@ func TestRecoveryThroughRedfishBMC(t *testing.T) {
 	ids := w.provide(p, goodID, cycleID, deadID, errID, credID)
 	stop := e.run(shepherd.Config{Providers: []shepherd.Provider{p}, Recovery: e.recoveryOnly()})
 
-	for _, id := range ids {
-		waitFor(t, "every machine's Recovery to end", func() bool {
-			evs := e.history(id)
-			_, fin := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
-			_, failed := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFailed)
-			return fin || failed
-		})
-	}
+	waitRecoveriesEnded(e, ids)
 	stop()
 
 	// The healthy BMC: ForceRestart, every step seen, in the history between
@@ -285,14 +291,7 @@ func TestRecoveryThroughIPMIBMC(t *testing.T) {
 	}
 	ids := w.provide(p, goodID, badID)
 	stop := e.run(shepherd.Config{Providers: []shepherd.Provider{p}, Recovery: e.recoveryOnly()})
-	for _, id := range ids {
-		waitFor(t, "every machine's Recovery to end", func() bool {
-			evs := e.history(id)
-			_, fin := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
-			_, failed := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFailed)
-			return fin || failed
-		})
-	}
+	waitRecoveriesEnded(e, ids)
 	stop()
 
 	if _, ok := hasEvent(e.history(ids[0]), bmdb.ProcessShepherdRecovery, bmdb.EventPowerAction, "ipmi PowerCycle at "+goodSim.Addr()+": ", ", SSH after "); !ok {
@@ -385,14 +384,7 @@ func TestBMCPasswordLeaksNowhere(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	stop := e.run(shepherd.Config{Providers: []shepherd.Provider{p}, Recovery: e.recoveryOnly(), Metrics: shepherd.NewMetrics(reg)})
-	for _, id := range ids {
-		waitFor(t, "every machine's Recovery to end", func() bool {
-			evs := e.history(id)
-			_, fin := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
-			_, failed := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFailed)
-			return fin || failed
-		})
-	}
+	waitRecoveriesEnded(e, ids)
 	stop()
 	stopScan()
 	<-scanDone
