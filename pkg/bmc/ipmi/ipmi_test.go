@@ -2,6 +2,7 @@ package ipmi_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -154,6 +155,22 @@ func TestUnreachableBMC(t *testing.T) {
 	_, err = client(t, addr, password).Status(ctx(t))
 	if err == nil || !strings.Contains(err.Error(), "ipmitool chassis power status at "+addr) || !strings.Contains(err.Error(), "Unable to establish") {
 		t.Fatalf("err %v, want ipmitool's failure to reach %s", err, addr)
+	}
+}
+
+func TestHonoursContext(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	c, cancel := context.WithCancel(ctx(t))
+	time.AfterFunc(300*time.Millisecond, cancel)
+	_, err = client(t, addr, password).Status(c)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want the cancellation", err)
 	}
 }
 
