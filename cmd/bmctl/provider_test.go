@@ -124,7 +124,7 @@ func TestProviderCheckProblems(t *testing.T) {
 	emu.EditListMeta(func(m *metalemu.ListMeta) { m.Total = 0 })
 	r = bmctl(t, "", "provider", "check")
 	wantErr = "bmctl: equinix: list hardware reservations of project " + project + ": GET /projects/" + project +
-		"/hardware-reservations?page=1&per_page=100&provisionable=only: inconsistent answer: meta.total is 0 but page 1 has 1 items\n"
+		"/hardware-reservations?page=1&per_page=100&provisionable=only: inconsistent answer: meta.total is 0 but page 1 has 1 item(s)\n"
 	if r.code != 1 || r.err != wantErr {
 		t.Errorf("inconsistent paging: exit %d, stderr %q\nwant exit 1, %q", r.code, r.err, wantErr)
 	}

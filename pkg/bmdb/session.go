@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // SessionConfig describes the component that starts a session.
@@ -32,6 +36,25 @@ type SessionConfig struct {
 // deletes it and records its work as lost.
 const SweepGrace = 2 * time.Second
 
+// FenceMargin is how much of a confirmed lease a session gives up on purpose:
+// a renewal sent at local time t confirms the lease until t+Interval on
+// BMDB's side (the database sets its deadline after it receives the request),
+// so the session counts itself alive only until t+Interval−FenceMargin. The
+// margin covers a request to a machine that is in flight when the local
+// deadline passes (it is abandoned, and lands before the database can give
+// the machine away), and the drift between the two clocks' rates over one
+// interval, which is parts per million. No wall-clock agreement is assumed:
+// the local deadline is measured on this host's monotonic clock from when the
+// renewal was sent.
+func FenceMargin(interval time.Duration) time.Duration {
+	return max(interval/5, 200*time.Millisecond)
+}
+
+// renewEvery is how often a session renews its lease. An outage shorter than
+// Interval − renewEvery − FenceMargin (about half the interval) costs no
+// session: failed renewals are retried until the local deadline.
+func renewEvery(interval time.Duration) time.Duration { return interval / 3 }
+
 // Session is a component's liveness lease in BMDB. Work claimed under it dies
 // with it.
 type Session struct {
@@ -46,6 +69,16 @@ type Session struct {
 	stopped  chan struct{}
 	expired  chan struct{}
 	expireMu sync.Once
+
+	mu       sync.Mutex
+	lapsesAt time.Time          // the local deadline: last confirmed lease minus FenceMargin
+	works    map[*Work]struct{} // held work, fenced when the lease lapses
+	sweeping sync.Mutex
+
+	// claimMu orders claims, so an orphan left by a claim whose answer was
+	// lost is released before the next claim (see releaseOrphans).
+	claimMu     sync.Mutex
+	claimUnsure bool
 }
 
 // StartSession creates a session and keeps it alive in the background until
@@ -73,11 +106,13 @@ func (c *Conn) StartSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		log:       cfg.Logger,
 		stopped:   make(chan struct{}),
 		expired:   make(chan struct{}),
+		works:     map[*Work]struct{}{},
 	}
 	// The insert is not cut short by ctx: a cancellation racing the commit
 	// could leave a session row nobody closes. ctx is checked after it.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	sent := time.Now()
 	err := c.Pool.QueryRow(ictx, `
 		INSERT INTO sessions (session_component, session_host, session_pid, session_version, session_interval_seconds, session_deadline)
 		VALUES ($1, $2, $3, $4, $5::int, now() + $5::int * interval '1 second')
@@ -86,6 +121,7 @@ func (c *Conn) StartSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	if err != nil {
 		return nil, fmt.Errorf("starting session: %w", err)
 	}
+	s.lapsesAt = sent.Add(s.interval - FenceMargin(s.interval))
 	hctx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
 	go s.keepAlive(hctx)
@@ -102,44 +138,187 @@ func (s *Session) ID() uuid.UUID { return s.id }
 // Component is the name the session was started with.
 func (s *Session) Component() string { return s.component }
 
-// Expired is closed when the session is known to be dead.
+// Expired is closed when the session is dead or may be: BMDB said so, or its
+// lease lapsed locally (no renewal confirmed in time). Nothing may be done
+// under it after that; start a new one.
 func (s *Session) Expired() <-chan struct{} { return s.expired }
 
-func (s *Session) markExpired() {
-	s.expireMu.Do(func() { close(s.expired) })
+// LapsesAt is the local deadline: when the session stops counting itself
+// alive unless a renewal is confirmed first.
+func (s *Session) LapsesAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lapsesAt
 }
 
-// keepAlive pokes the session every interval/2 and sweeps dead sessions.
+func (s *Session) markExpired() {
+	s.expireMu.Do(func() {
+		close(s.expired)
+		s.mu.Lock()
+		works := s.works
+		s.works = map[*Work]struct{}{}
+		s.mu.Unlock()
+		for w := range works {
+			w.fence(ErrSessionExpired)
+		}
+	})
+}
+
+// keepAlive renews the lease every renewEvery, retrying a failed renewal at
+// once and then after short jittered pauses, and expires the session when
+// the local deadline passes without a confirmed renewal, even while a
+// renewal is still waiting for a frozen database.
 func (s *Session) keepAlive(ctx context.Context) {
 	defer close(s.stopped)
-	t := time.NewTicker(s.interval / 2)
-	defer t.Stop()
+	// Workers that start together renew at spread-out moments, so one blip
+	// does not meet all of their renewals at once.
+	next := time.Now().Add(renewEvery(s.interval)/2 + jitter(renewEvery(s.interval)/2))
+	failures := 0
 	for {
+		lapse := time.NewTimer(time.Until(s.LapsesAt()))
+		wait := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
+			lapse.Stop()
+			wait.Stop()
 			return
-		case <-t.C:
+		case <-lapse.C:
+			wait.Stop()
+			s.log.Warn("session lease lapsed: no renewal confirmed in time; abandoning its work", "session", s.id, "component", s.component)
+			s.markExpired()
+			return
+		case <-wait.C:
+			lapse.Stop()
 		}
-		pctx, cancel := context.WithTimeout(ctx, s.interval/2)
-		tag, err := s.conn.Pool.Exec(pctx, `
-			UPDATE sessions SET session_deadline = now() + session_interval_seconds * interval '1 second'
-			WHERE session_id = $1 AND session_deadline > now()`, s.id)
-		cancel()
+		sent := time.Now()
+		alive, held, err := s.renew(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			s.log.Warn("session heartbeat failed", "session", s.id, "err", err)
+			failures++
+			if failures == 1 {
+				s.log.Warn("session renewal failed; retrying", "session", s.id, "err", err, "lapses_in", time.Until(s.LapsesAt()).Round(time.Millisecond))
+			}
+			// Once at once, then 50–250 ms apart, until the lease lapses.
+			next = time.Now()
+			if failures > 1 {
+				next = next.Add(50*time.Millisecond + jitter(200*time.Millisecond))
+			}
 			continue
-		case tag.RowsAffected() == 0:
+		case !alive:
 			s.log.Warn("session expired", "session", s.id, "component", s.component)
 			s.markExpired()
 			return
 		}
-		if _, err := s.conn.Sweep(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("sweeping expired sessions failed", "err", err)
+		if failures > 0 {
+			s.log.Info("session renewed again", "session", s.id, "failed_attempts", failures)
+		}
+		failures = 0
+		s.confirmed(sent, held)
+		next = sent.Add(renewEvery(s.interval) - renewEvery(s.interval)/10 + jitter(renewEvery(s.interval)/5))
+		go s.sweep(ctx)
+	}
+}
+
+// renew extends the lease and returns the work BMDB says the session holds.
+// It gives up when the local deadline passes.
+func (s *Session) renew(ctx context.Context) (alive bool, held map[workKey]bool, err error) {
+	rctx, cancel := context.WithDeadline(ctx, s.LapsesAt())
+	defer cancel()
+	rows, err := s.conn.Pool.Query(rctx, `
+		WITH renewed AS (
+			UPDATE sessions SET session_deadline = now() + session_interval_seconds * interval '1 second'
+			WHERE session_id = $1 AND session_deadline > now()
+			RETURNING session_id
+		)
+		SELECT NULL::uuid, NULL::process FROM renewed
+		UNION ALL
+		SELECT w.machine_id, w.process FROM work w JOIN renewed USING (session_id)`, s.id)
+	if err != nil {
+		return false, nil, err
+	}
+	held = map[workKey]bool{}
+	for rows.Next() {
+		var m pgtype.UUID
+		var p *Process
+		if err := rows.Scan(&m, &p); err != nil {
+			rows.Close()
+			return false, nil, err
+		}
+		if p == nil {
+			alive = true
+			continue
+		}
+		held[workKey{m.Bytes, *p}] = true
+	}
+	return alive, held, rows.Err()
+}
+
+type workKey struct {
+	machine uuid.UUID
+	process Process
+}
+
+// confirmed moves the local deadline after a renewal sent at sent, and fences
+// work BMDB no longer has under this session (after a failover to a standby
+// that had not received the claim, say). Work registered after the renewal
+// was sent may be missing from held and is left alone.
+func (s *Session) confirmed(sent time.Time, held map[workKey]bool) {
+	s.mu.Lock()
+	s.lapsesAt = sent.Add(s.interval - FenceMargin(s.interval))
+	var gone []*Work
+	for w := range s.works {
+		if w.registered.Before(sent) && !held[workKey{w.Machine, w.Process}] {
+			gone = append(gone, w)
+			delete(s.works, w)
 		}
 	}
+	s.mu.Unlock()
+	for _, w := range gone {
+		s.log.Warn("work no longer held in BMDB; abandoning it", "session", s.id, "machine", w.Machine, "process", w.Process)
+		w.fence(ErrWorkLost)
+	}
+}
+
+// sweep deletes dead sessions, one sweep at a time per session.
+func (s *Session) sweep(ctx context.Context) {
+	if !s.sweeping.TryLock() {
+		return
+	}
+	defer s.sweeping.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, s.interval)
+	defer cancel()
+	if _, err := s.conn.Sweep(sctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("sweeping expired sessions failed", "err", err)
+	}
+}
+
+// hold registers claimed work so the session can fence it.
+func (s *Session) hold(w *Work) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.expired:
+		w.fence(ErrSessionExpired)
+		return
+	default:
+	}
+	s.works[w] = struct{}{}
+}
+
+func (s *Session) unhold(w *Work) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.works, w)
+}
+
+// jitter is a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
 }
 
 // Close ends the session: its remaining work is released (history records it
@@ -147,7 +326,11 @@ func (s *Session) keepAlive(ctx context.Context) {
 func (s *Session) Close(ctx context.Context) error {
 	s.cancel()
 	<-s.stopped
-	defer s.markExpired()
+	s.markExpired()
+	return untilRecorded(ctx, s, nil, s.closeOnce)
+}
+
+func (s *Session) closeOnce(ctx context.Context) error {
 	return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `
 			WITH released AS (DELETE FROM work WHERE session_id = $1 RETURNING machine_id, process)
@@ -204,6 +387,73 @@ func (s *Session) checkAlive(ctx context.Context, tx pgx.Tx) error {
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// transient says whether err may go away by itself: the database was out of
+// reach, restarting, read-only (a standby, mid-failover), or the statement
+// lost a serialization race. Such a failure says nothing about whether a
+// statement that was sent committed.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "40001", pe.Code == "40P01", // serialization, deadlock
+			pe.Code == "25006",                // read-only transaction: a standby
+			pe.Code == "53300",                // too many connections
+			strings.HasPrefix(pe.Code, "08"),  // connection exception
+			strings.HasPrefix(pe.Code, "57P"): // shutdown, crash, cannot connect now
+			return true
+		}
+		return false
+	}
+	// A dial that failed, a connection that broke or timed out.
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// untilRecorded runs op until it succeeds or fails for a reason other than a
+// transient one, with short jittered pauses, each attempt bounded so that a
+// frozen database cannot hold it forever. It gives up with ErrSessionExpired
+// once stop is closed (after one last attempt), and with ctx's error when
+// ctx ends.
+func untilRecorded(ctx context.Context, s *Session, stop <-chan struct{}, op func(ctx context.Context) error) error {
+	attempt := func() error {
+		actx, cancel := context.WithTimeout(ctx, max(s.interval/2, time.Second))
+		defer cancel()
+		return op(actx)
+	}
+	pause := 50 * time.Millisecond
+	for {
+		err := attempt()
+		if !transient(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Debug("BMDB write failed; retrying", "session", s.id, "err", err)
+		t := time.NewTimer(pause + jitter(pause))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-stop:
+			t.Stop()
+			// A dead session's work is the sweep's to end (as Lost).
+			if err := attempt(); err == nil || !transient(err) {
+				return err
+			}
+			return ErrSessionExpired
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
 
 // Sweep deletes sessions past their deadline plus SweepGrace, and records each

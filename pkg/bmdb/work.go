@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -21,6 +22,45 @@ type Work struct {
 	s    *Session
 	mu   sync.Mutex
 	done bool
+
+	registered time.Time // when the claim's answer arrived
+	fenced     chan struct{}
+	fenceOnce  sync.Once
+	fenceErr   error
+}
+
+// newWork registers claimed work with its session, which fences it.
+func (s *Session) newWork(machine uuid.UUID, process Process) *Work {
+	w := &Work{Machine: machine, Process: process, s: s, registered: time.Now(), fenced: make(chan struct{})}
+	s.hold(w)
+	return w
+}
+
+// fence tells whoever acts on the work to stop: the lease may have lapsed
+// (ErrSessionExpired) or BMDB no longer has the work (ErrWorkLost).
+func (w *Work) fence(err error) {
+	w.fenceOnce.Do(func() {
+		w.fenceErr = err
+		close(w.fenced)
+	})
+}
+
+// Context returns a context that ends with parent, and as soon as the work
+// may no longer be held: when the session's local deadline passes without a
+// confirmed renewal, when BMDB says the session is dead, or when a renewal
+// finds the work gone. context.Cause tells which. Every side effect on the
+// machine must run under it, so none starts after the lease may have lapsed
+// and one in flight is abandoned.
+func (w *Work) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	go func() {
+		select {
+		case <-w.fenced:
+			cancel(w.fenceErr)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
 }
 
 // Work claims a machine for process. candidates runs inside the claiming
@@ -30,6 +70,11 @@ type Work struct {
 // skipped, whoever inserted that work. Returns ErrNothingToDo when no
 // candidate could be claimed.
 func (s *Session) Work(ctx context.Context, process Process, candidates func(tx pgx.Tx) ([]uuid.UUID, error)) (*Work, error) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if err := s.releaseOrphans(ctx); err != nil {
+		return nil, err
+	}
 	var claimed uuid.UUID
 	err := retrying(func() error {
 		return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
@@ -51,12 +96,13 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 		})
 	})
 	if err != nil {
+		s.claimUnsure = transient(err)
 		return nil, err
 	}
 	if claimed == uuid.Nil {
 		return nil, ErrNothingToDo
 	}
-	return &Work{Machine: claimed, Process: process, s: s}, nil
+	return s.newWork(claimed, process), nil
 }
 
 // ClaimAgentStart claims an AgentStart candidate (see AgentStartCandidates)
@@ -64,6 +110,11 @@ func (s *Session) Work(ctx context.Context, process Process, candidates func(tx 
 // together, with no transaction held open across round trips. Returns
 // ErrNothingToDo when no machine is eligible.
 func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if err := s.releaseOrphans(ctx); err != nil {
+		return nil, err
+	}
 	for range 10 {
 		var (
 			found   bool
@@ -75,9 +126,10 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 		})
 		switch {
 		case err != nil:
+			s.claimUnsure = transient(err)
 			return nil, err
 		case claimed != uuid.Nil:
-			return &Work{Machine: claimed, Process: ProcessShepherdAgentStart, s: s}, nil
+			return s.newWork(claimed, ProcessShepherdAgentStart), nil
 		case !found:
 			return nil, ErrNothingToDo
 		}
@@ -134,6 +186,42 @@ func (s *Session) claim(ctx context.Context, q rowQuerier, ctes, candidates stri
 	return found, id.Bytes, nil
 }
 
+// releaseOrphans ends work that a claim whose answer was lost (the database
+// went away around its commit) may have left under this session, so that no
+// work row stays behind a live session with nobody working on it. Called with
+// claimMu held: every claim before it has either registered its work or failed.
+func (s *Session) releaseOrphans(ctx context.Context) error {
+	if !s.claimUnsure {
+		return nil
+	}
+	s.mu.Lock()
+	var known []string
+	for w := range s.works {
+		known = append(known, w.Machine.String()+"/"+string(w.Process))
+	}
+	s.mu.Unlock()
+	var n int
+	err := untilRecorded(ctx, s, s.expired, func(ctx context.Context) error {
+		return s.conn.Pool.QueryRow(ctx, `
+			WITH released AS (
+				DELETE FROM work WHERE session_id = $1 AND NOT (machine_id::text || '/' || process::text = ANY ($2::text[]))
+				RETURNING machine_id, process
+			), logged AS (
+				INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
+				SELECT machine_id, process, 'Canceled', 'claim not confirmed: BMDB was unreachable when it committed', $1, $3, $4 FROM released
+			)
+			SELECT count(*) FROM released`, s.id, known, s.component, s.host).Scan(&n)
+	})
+	if err != nil {
+		return fmt.Errorf("releasing work of a claim whose answer was lost: %w", err)
+	}
+	if n > 0 {
+		s.log.Warn("released work of a claim whose answer was lost", "session", s.id, "released", n)
+	}
+	s.claimUnsure = false
+	return nil
+}
+
 // rowQuerier is a pool or a transaction: claims and releases that are a
 // single statement run on the pool, with no transaction around them.
 type rowQuerier interface {
@@ -160,14 +248,17 @@ func (w *Work) SetDetail(ctx context.Context, detail string) error {
 // release), then one statement checks the session, deletes the work row,
 // records ev and, with clearBackoff, deletes the process's backoff. Without fn
 // that statement is the whole transaction. If the session is dead or the work
-// no longer held, nothing of it is committed.
+// no longer held, nothing of it is committed. A release that fails for a
+// transient reason is tried again until it is recorded or the session is
+// known dead (then the sweep ends the work as Lost): the work row never
+// outlives the work behind a live session.
 func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff bool, fn func(tx pgx.Tx) error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return ErrWorkDone
 	}
-	release := func(q rowQuerier) error {
+	release := func(ctx context.Context, q rowQuerier) error {
 		var alive, released bool
 		err := q.QueryRow(ctx, `
 			WITH alive AS (
@@ -197,21 +288,41 @@ func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff boo
 		}
 		return nil
 	}
-	err := retrying(func() error {
-		if fn == nil {
-			return release(w.s.conn.Pool)
-		}
-		return pgx.BeginFunc(ctx, w.s.conn.Pool, func(tx pgx.Tx) error {
-			if err := fn(tx); err != nil {
-				return err
+	unsure := false // an earlier attempt may have committed
+	err := untilRecorded(ctx, w.s, w.s.expired, func(ctx context.Context) error {
+		err := retrying(func() error {
+			if fn == nil {
+				return release(ctx, w.s.conn.Pool)
 			}
-			return release(tx)
+			return pgx.BeginFunc(ctx, w.s.conn.Pool, func(tx pgx.Tx) error {
+				if err := fn(tx); err != nil {
+					return err
+				}
+				return release(ctx, tx)
+			})
 		})
+		if errors.Is(err, ErrWorkLost) && unsure && w.recorded(ctx, ev) {
+			return nil
+		}
+		unsure = unsure || transient(err)
+		return err
 	})
 	if err == nil || errors.Is(err, ErrWorkLost) || errors.Is(err, ErrSessionExpired) {
 		w.done = true
+		w.s.unhold(w)
+		w.fence(ErrWorkDone)
 	}
 	return err
+}
+
+// recorded says whether this session's last event for the work is ev: an
+// attempt whose answer was lost did commit.
+func (w *Work) recorded(ctx context.Context, ev Event) bool {
+	var last Event
+	err := w.s.conn.Pool.QueryRow(ctx, `
+		SELECT event FROM work_history WHERE machine_id = $1 AND process = $2 AND session_id = $3
+		ORDER BY work_history_id DESC LIMIT 1`, w.Machine, w.Process, w.s.id).Scan(&last)
+	return err == nil && last == ev
 }
 
 // Finish ends the work successfully. fn, if not nil, runs in the same

@@ -201,17 +201,11 @@ func (r *runner) once(ctx context.Context, sess *bmdb.Session, log *slog.Logger)
 	r.metrics.Claims.WithLabelValues(string(process)).Inc()
 	log = log.With("machine", w.Machine)
 
-	// Work stops on shutdown and when the session dies: after that its
-	// lock is no longer ours and another shepherd may take the machine.
-	wctx, cancel := context.WithCancel(ctx)
+	// Work stops on shutdown and as soon as the lock may no longer be ours
+	// (the session's lease lapsed locally or BMDB says it is gone): after
+	// that another shepherd may take the machine.
+	wctx, cancel := w.Context(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-sess.Expired():
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
 
 	var finish func(context.Context, pgx.Tx) error
 	m, err := bmdb.GetProvidedMachine(wctx, r.conn.Pool, w.Machine)
@@ -223,9 +217,10 @@ func (r *runner) once(ctx context.Context, sess *bmdb.Session, log *slog.Logger)
 		finish, err = r.loop.Do(wctx, &Task{Work: w, Machine: m, Log: log})
 	}
 
-	ectx, ecancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
-	defer ecancel()
-	outcome := r.end(ectx, wctx, w, finish, err, log)
+	// Not bounded by shutdown nor by a timeout: ending the work is retried
+	// until it is recorded or the session is known dead, and no new work is
+	// claimed before that.
+	outcome := r.end(context.WithoutCancel(ctx), wctx, w, finish, err, log)
 	r.metrics.WorkDuration.WithLabelValues(string(process), outcome).Observe(time.Since(started).Seconds())
 	return nil
 }
@@ -235,7 +230,7 @@ func (r *runner) end(ctx, wctx context.Context, w *bmdb.Work, finish func(contex
 	process := string(w.Process)
 	select {
 	case <-w.Session().Expired():
-		log.Warn("work lost with the session; another shepherd may take it over", "err", err)
+		log.Warn("work abandoned: the session's lease lapsed or it expired; another shepherd may take it over", "err", err, "cause", context.Cause(wctx))
 		return "lost"
 	default:
 	}
@@ -258,8 +253,12 @@ func (r *runner) end(ctx, wctx context.Context, w *bmdb.Work, finish func(contex
 		err = fail(FailInternal, fmt.Errorf("recording the result: %w", ferr))
 	}
 	if wctx.Err() != nil {
-		// Shutdown: the work did not fail, it was interrupted.
+		// Shutdown, or the work was fenced: it did not fail, it was
+		// interrupted.
 		cause := "shepherd shutting down"
+		if c := context.Cause(wctx); errors.Is(c, bmdb.ErrWorkLost) {
+			cause = "work no longer held in BMDB"
+		}
 		if cerr := w.Cancel(ctx, cause); cerr != nil {
 			log.Warn("canceling work failed; it is released when the session closes", "err", cerr)
 		}

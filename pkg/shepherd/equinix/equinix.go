@@ -268,7 +268,8 @@ func (p *Provider) device(ctx context.Context, id, op string) (device, error) {
 	if d.ID != id {
 		return device{}, inconsistent(c, fmt.Sprintf("Metal answered with device %s (%s), not the one asked for", d.ID, d.Hostname))
 	}
-	if d.Project != "" && !strings.HasSuffix(d.Project, "/"+p.cfg.ProjectID) {
+	// A project that is not named by a UUID says nothing either way.
+	if _, err := uuid.Parse(d.Project); err == nil && d.Project != p.cfg.ProjectID {
 		return device{}, fmt.Errorf("equinix: %s: device is in another project (%s): %w", op, d.Project, shepherd.ErrNotFound)
 	}
 	if !strings.HasPrefix(d.Hostname, p.cfg.HostnamePrefix) {

@@ -1,0 +1,281 @@
+package bmdb_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bmctl/bmctl/internal/faultproxy"
+	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/pkg/bmdb"
+)
+
+// proxied returns a fresh database and a connection to it through a fault
+// proxy, plus a direct connection that the proxy's faults do not touch.
+func proxied(t *testing.T) (p *faultproxy.Proxy, via, direct *bmdb.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = faultproxy.New("unix", filepath.Join(u.Query().Get("host"), ".s.PGSQL.5432"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	pu := fmt.Sprintf("postgres://%s@%s%s?sslmode=disable&connect_timeout=2", u.User.Username(), p.Addr(), u.Path)
+	if via, err = bmdb.Open(ctx, pu); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(via.Close)
+	if direct, err = bmdb.Open(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	return p, via, direct
+}
+
+// logRecorder is a slog handler that keeps the messages it sees.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+func (l *logRecorder) has(msg string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Contains(l.msgs, msg)
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+	}
+}
+
+// TestRenewalsRideOutABlip: an outage shorter than the margin (interval −
+// renewal period − fence margin) costs no session and no work, for sessions
+// started together.
+func TestRenewalsRideOutABlip(t *testing.T) {
+	ctx := context.Background()
+	p, via, direct := proxied(t)
+	ids := addMachines(t, direct, 10)
+	const interval = 4 * time.Second
+	var works []*bmdb.Work
+	var ctxs []context.Context
+	for range ids {
+		s := session(t, via, "blip", interval)
+		w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, agentStart(10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := w.Context(ctx)
+		t.Cleanup(cancel)
+		works = append(works, w)
+		ctxs = append(ctxs, wctx)
+	}
+	for round := range 2 {
+		p.Down()
+		downAt := time.Now()
+		time.Sleep(800 * time.Millisecond) // the outage itself, not a wait for a result
+		p.Pass()
+		// Every session renews after the outage.
+		waitFor(t, "every session to renew after the outage", 10*time.Second, func() bool {
+			for _, w := range works {
+				if !w.Session().LapsesAt().After(downAt.Add(interval)) {
+					return false
+				}
+			}
+			return true
+		})
+		for i, w := range works {
+			select {
+			case <-w.Session().Expired():
+				t.Fatalf("round %d: session %d expired in an 800 ms outage", round, i)
+			default:
+			}
+			if ctxs[i].Err() != nil {
+				t.Fatalf("round %d: work %d fenced in an 800 ms outage: %v", round, i, context.Cause(ctxs[i]))
+			}
+		}
+	}
+	for _, w := range works {
+		if err := w.Finish(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFencingStopsWorkBeforeTheDatabaseGivesItAway: a worker cut off from
+// BMDB (its connections stalled) has its work's context canceled before the
+// session's deadline in the database; another session can take the machine
+// only after that.
+func TestFencingStopsWorkBeforeTheDatabaseGivesItAway(t *testing.T) {
+	ctx := context.Background()
+	p, via, direct := proxied(t)
+	ids := addMachines(t, direct, 1)
+	const interval = 2 * time.Second
+	cut := session(t, via, "cut-off", interval)
+	w, err := cut.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := w.Context(ctx)
+	defer cancel()
+	p.Stall()
+	defer p.Pass()
+	<-wctx.Done()
+	fencedAt := time.Now()
+	if !errors.Is(context.Cause(wctx), bmdb.ErrSessionExpired) {
+		t.Fatalf("fenced with cause %v, want ErrSessionExpired", context.Cause(wctx))
+	}
+	var deadline time.Time
+	if err := direct.Pool.QueryRow(ctx, `SELECT session_deadline FROM sessions WHERE session_id = $1`, cut.ID()).Scan(&deadline); err != nil {
+		t.Fatal(err)
+	}
+	if !fencedAt.Before(deadline) {
+		t.Fatalf("fenced at %s, not before the database's deadline %s", fencedAt.Format(time.StampMilli), deadline.Format(time.StampMilli))
+	}
+	// Another shepherd takes the machine once the session is swept, and not
+	// before the fence.
+	other := session(t, direct, "other", interval)
+	var took *bmdb.Work
+	waitFor(t, "another session to take the machine", 30*time.Second, func() bool {
+		_, _ = direct.Sweep(ctx)
+		took, err = other.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
+		return err == nil
+	})
+	if time.Now().Before(fencedAt) {
+		t.Fatal("machine taken before the fence")
+	}
+	if err := took.Finish(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := history(t, direct, ids[0])
+	if len(h) != 4 || h[1].Event != bmdb.EventLost || h[2].Event != bmdb.EventStarted {
+		t.Fatalf("history = %+v, want Started, Lost, Started, Finished", h)
+	}
+}
+
+// TestReleaseIsRetriedUntilRecorded: a Finish while BMDB is unreachable is
+// not lost: it is retried and lands once the database is back, exactly once.
+func TestReleaseIsRetriedUntilRecorded(t *testing.T) {
+	ctx := context.Background()
+	p, via, direct := proxied(t)
+	ids := addMachines(t, direct, 1)
+	logs := &logRecorder{}
+	s, err := via.StartSession(ctx, bmdb.SessionConfig{Component: "release", Interval: 4 * time.Second, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(ctx) })
+	w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Down()
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Finish(ctx, func(tx pgx.Tx) error { return bmdb.SetAgentStarted(ctx, tx, w.Machine, make([]byte, 32)) })
+	}()
+	waitFor(t, "a failed attempt to be retried", 10*time.Second, func() bool { return logs.has("BMDB write failed; retrying") })
+	select {
+	case err := <-done:
+		t.Fatalf("Finish returned %v while the database was unreachable", err)
+	default:
+	}
+	time.Sleep(500 * time.Millisecond) // the outage goes on a while
+	p.Pass()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Finish after the outage: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Finish did not return after the database came back")
+	}
+	var held int
+	if err := direct.Pool.QueryRow(ctx, `SELECT count(*) FROM work`).Scan(&held); err != nil || held != 0 {
+		t.Fatalf("work rows after Finish: %d (%v)", held, err)
+	}
+	h := history(t, direct, ids[0])
+	if len(h) != 2 || h[1].Event != bmdb.EventFinished {
+		t.Fatalf("history = %+v, want Started, Finished", h)
+	}
+}
+
+// TestWorkMissingFromBMDBIsFenced: work the database no longer has under a
+// live session (a failover to a standby that had not received the claim) is
+// abandoned at the next renewal.
+func TestWorkMissingFromBMDBIsFenced(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 1)
+	s := session(t, conn, "missing", time.Second)
+	w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := w.Context(ctx)
+	defer cancel()
+	if _, err := conn.Pool.Exec(ctx, `DELETE FROM work WHERE session_id = $1`, s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wctx.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("work missing from BMDB was not fenced")
+	}
+	if !errors.Is(context.Cause(wctx), bmdb.ErrWorkLost) {
+		t.Fatalf("cause %v, want ErrWorkLost", context.Cause(wctx))
+	}
+	select {
+	case <-s.Expired():
+		t.Fatal("the session expired; only its work was gone")
+	default:
+	}
+}
+
+// TestWorkContextsEndWithTheSession: contexts of many works end together with their
+// session's expiry, none left running.
+func TestWorkContextsEndWithTheSession(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 5)
+	s := session(t, conn, "many", time.Second)
+	var wg sync.WaitGroup
+	for range ids {
+		w, err := s.Work(ctx, bmdb.ProcessShepherdAgentStart, agentStart(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := w.Context(ctx)
+		defer cancel()
+		wg.Go(func() { <-wctx.Done() })
+	}
+	kill(t, conn, s)
+	wg.Wait()
+}
