@@ -47,3 +47,19 @@ fi
 if ! command -v ipmitool >/dev/null 2>&1 || ! command -v ipmi_sim >/dev/null 2>&1; then
   install_debian "ipmitool or ipmi_sim is missing" ipmitool openipmi
 fi
+
+# The package test (packaging/) checks the units with systemd-analyze; the
+# monitoring test checks the alert rules with promtool.
+need=()
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
+  echo "setup: installing ${need[*]} from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Only promtool is wanted, not a Prometheus server.
+  $sudo service prometheus stop >/dev/null 2>&1 || true
+fi

@@ -96,6 +96,44 @@ func parseProcess(v string) (bmdb.Process, error) {
 	return p, nil
 }
 
+// machineAction is an operator action on selected machines that may be
+// narrowed to one process and may take a reason.
+type machineAction struct {
+	processHelp string // --process's help
+	reasonHelp  string // --reason's help; "" for no --reason
+	// check validates the flags before anything runs (optional).
+	check func(reason string) error
+	build func(machines []uuid.UUID, p bmdb.Process, reason string) ops.Action
+}
+
+// wire gives cmd the action's flags and its run.
+func (a *app) wire(cmd *cobra.Command, m machineAction) *cobra.Command {
+	var (
+		process, reason string
+		o               opsFlags
+	)
+	cmd.ValidArgsFunction = a.completeMachines(false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := parseProcess(process)
+		if err != nil {
+			return err
+		}
+		if m.check != nil {
+			if err := m.check(reason); err != nil {
+				return err
+			}
+		}
+		return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action { return m.build(ms, p, reason) })
+	}
+	cmd.Flags().StringVar(&process, "process", "", m.processHelp)
+	if m.reasonHelp != "" {
+		cmd.Flags().StringVar(&reason, "reason", "", m.reasonHelp)
+	}
+	o.register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
+	return cmd
+}
+
 // runOps selects the machines (unless the action is fleet-wide), builds the
 // action for them and runs it: previewed, confirmed and printed.
 func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func([]uuid.UUID) ops.Action) error {

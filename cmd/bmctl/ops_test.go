@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -385,3 +386,75 @@ func TestOpsConfirm(t *testing.T) {
 		t.Errorf("--yes on a terminal: %+v", r)
 	}
 }
+
+// TestHistoryAll: the fleet's history with every filter, the actor of
+// component events (component@host) and of operator actions, and --follow.
+func TestHistoryAll(t *testing.T) {
+	f := newOpsFleet(t)
+	host, _ := os.Hostname()
+	f.ok("hold", "srv-idle", "--reason", "disk swap", "--as", "alice@jump1")
+	f.ok("release", "srv-held", "--as", "bob@jump2")
+	f.ok("breaker", "override", "--for", "1h", "--reason", "known outage", "--as", "alice@jump1")
+	// An old event, before the --since window.
+	f.exec(`INSERT INTO work_history (machine_id, process, event, event_at, session_component, session_host)
+		VALUES ($1, 'ShepherdAgentStart', 'Failed', now() - interval '3 hours', 'shepherd', 'old-host')`, f.idle)
+
+	var events []map[string]any
+	get := func(args ...string) []string {
+		t.Helper()
+		decodeJSON(t, f.ok(append([]string{"history", "--all", "-o", "json"}, args...)...), &events)
+		var out []string
+		for _, e := range events {
+			out = append(out, e["event"].(string)+"/"+e["actor"].(string))
+		}
+		return out
+	}
+	eq := func(what string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: %v, want %v", what, got, want)
+		}
+	}
+	started := "Started/shepherd-test@" + host
+	eq("everything", get(), started, "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2", "BreakerOverridden/alice@jump1", "Failed/shepherd@old-host")
+	eq("--since 1h", get("--since", "1h"), started, "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2", "BreakerOverridden/alice@jump1")
+	eq("--actor alice", get("--actor", "alice"), "HoldPlaced/alice@jump1", "BreakerOverridden/alice@jump1")
+	eq("--actor shepherd@old-host", get("--actor", "shepherd@old-host"), "Failed/shepherd@old-host")
+	eq("--event", get("--event", "holdplaced,HoldReleased"), "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2")
+	eq("--location ams1 --process AgentStart", get("--location", "ams1", "--process", "AgentStart"), started, "Failed/shepherd@old-host")
+	eq("--limit 2", get("--limit", "2"), "BreakerOverridden/alice@jump1", "Failed/shepherd@old-host")
+	if events[0]["machine_id"] != uuid.Nil.String() {
+		t.Errorf("the override is not recorded under the fleet: %v", events[0])
+	}
+	out := f.ok("history", "--all", "--since", "1h")
+	rows := outLines(out)
+	if len(rows) != 5 || !strings.Contains(rows[0], "MACHINE") || !strings.Contains(rows[0], "ACTOR") ||
+		!strings.Contains(rows[4], "(fleet)") || !strings.Contains(rows[2], fleetShort(f.idle)) {
+		t.Errorf("history --all table:\n%s", out)
+	}
+	if r := f.run("history", "--all", "--actor", "nobody"); r.code != 0 || !strings.Contains(r.err, "no history for the fleet (actor nobody)") {
+		t.Errorf("no events: %+v", r)
+	}
+
+	// --follow: every machine's new events, filtered, as they are written.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var fout, ferr lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"--db", f.url, "history", "--all", "--follow", "--event", "HoldPlaced", "-o", "json"}, streams{In: strings.NewReader(""), Out: &fout, Err: &ferr})
+	}()
+	waitForOutput(t, &fout, "disk swap", done)
+	f.ok("release", "srv-idle")                                              // filtered out
+	f.ok("hold", "srv-started", "--reason", "burn-in", "--as", "dave@jump3") // another machine
+	waitForOutput(t, &fout, "dave@jump3", done)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("follow exited %d: %s", code, ferr.String())
+	}
+	if lines := outLines(fout.String()); len(lines) != 2 || strings.Contains(fout.String(), "HoldReleased") {
+		t.Errorf("follow printed:\n%s", fout.String())
+	}
+}
+
+func fleetShort(id uuid.UUID) string { return id.String()[:8] }

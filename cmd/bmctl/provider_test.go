@@ -121,6 +121,12 @@ func TestProviderCheckProblems(t *testing.T) {
 		t.Errorf("exit %d\nstdout %s\nstderr %s\nwant exit 1, stdout starting %s\nstderr %s", r.code, r.out, r.err, wantOut, wantErr)
 	}
 
+	r = bmctl(t, "", "provider", "check", "--equinix-list-timeout", "0s")
+	wantErr = "bmctl: --equinix-reboot-timeout, --equinix-poll-interval and --equinix-list-timeout must be positive\n"
+	if r.code != 2 || r.err != wantErr {
+		t.Errorf("a list timeout of 0: exit %d, stderr %q\nwant exit 2, %q", r.code, r.err, wantErr)
+	}
+
 	emu.EditListMeta(func(m *metalemu.ListMeta) { m.Total = 0 })
 	r = bmctl(t, "", "provider", "check")
 	wantErr = "bmctl: equinix: list hardware reservations of project " + project + ": GET /projects/" + project +

@@ -42,8 +42,11 @@ var commands []func(*app) *cobra.Command
 func newRootCmd(io streams) *cobra.Command {
 	a := &app{streams: io}
 	root := &cobra.Command{
-		Use:           "bmctl",
-		Short:         "Run and inspect a fleet of bare-metal servers kept in BMDB",
+		Use:   "bmctl",
+		Short: "Run and inspect a fleet of bare-metal servers kept in BMDB",
+		Long: "Run and inspect a fleet of bare-metal servers kept in BMDB.\n\n" +
+			"Every flag can also be set by a BMCTL_<FLAG> environment variable or in the\n" +
+			"config file (" + systemConfig + "); see bmctl config --help.",
 		Version:       version,
 		SilenceErrors: true,
 		SilenceUsage:  true,

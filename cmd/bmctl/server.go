@@ -100,6 +100,7 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 				Pool: pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
 				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate),
 			})
+			registerBuildMetrics(srv.Registry(), pool)
 			log.Info("heartbeat endpoint listening", "url", "https://"+ln.Addr().String(), "agents_ca", caNote, "interval", interval)
 			return srv.Serve(ctx, ln, cert)
 		},

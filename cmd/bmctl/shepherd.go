@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
 )
@@ -90,7 +91,11 @@ underscores (BMCTL_AGENT_ENDPOINT, BMCTL_AGENTSTART_PARALLELISM, ...), or in
 the config file under shepherd: (see bmctl config --help).
 
 SIGINT/SIGTERM stops claiming, cancels work in flight (history records it as
-Canceled), closes the sessions and exits 0; a second signal exits at once.`,
+Canceled), closes the sessions and exits 0; a second signal exits at once.
+
+A BMDB schema behind this binary (bmctl migrate up not yet run) is waited
+for, with /metrics served (bmctl_bmdb_schema_version), rather than failed.
+Metrics and the alert rules for them: docs/metrics.md.`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
@@ -130,7 +135,11 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 		if err != nil {
 			return err
 		}
-		conn, err := a.connect(ctx)
+		url, err := a.databaseURL(ctx)
+		if err != nil {
+			return err
+		}
+		conn, err := bmdb.Open(ctx, url)
 		if err != nil {
 			return err
 		}
@@ -140,6 +149,9 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		cfg.Metrics = shepherd.NewMetrics(reg)
+		zeroSeries(cfg.Metrics, cfg)
+		registerBuildMetrics(reg, conn.Pool)
+		reg.MustRegister(fleet.NewCollector(conn.Pool, bmdb.RecoveryThresholds{NoHeartbeatAfterStart: o.noHBStart, StaleHeartbeat: o.staleHB}))
 		if o.metrics != "" {
 			stop, err := serveMetrics(o.metrics, reg)
 			if err != nil {
@@ -147,6 +159,11 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 			}
 			defer stop()
 			log.Info("serving metrics", "addr", o.metrics)
+		}
+		// Upgraded before its database: wait for bmctl migrate up, with
+		// metrics up for the alert, instead of a restart loop.
+		if err := waitForSchema(ctx, conn.Pool, log, 5*time.Second); err != nil || ctx.Err() != nil {
+			return err
 		}
 		return runUntilSignal(ctx, cfg, o.shutdownTO, a)
 	}

@@ -39,9 +39,14 @@ work step, !text keeps the others; state:NAME and process:NAME narrow), : jumps
 to a machine (UUID, prefix or provider id), 1-8 sort by a column (again to
 reverse), p pauses updates, c copies the machine id, ? lists every key, q quits.
 
-Read-only unless --allow-actions: then b clears a machine's backoff and r asks
-Recovery to act on the machine now, each after a y/N confirmation and recorded
-in the machine's history as BackoffCleared or RecoveryRequested. A recovery
+Read-only unless --allow-actions: then b clears a machine's backoff, r asks
+Recovery to act on the machine now, h holds it (asks a reason and how long),
+u releases its holds (asks a reason) and x cancels the work held on it, each
+after a y/N confirmation that shows exactly what will change, and each
+recorded in the machine's history with the operator (BackoffCleared,
+RecoveryRequested, HoldPlaced, HoldReleased, CancelRequested or LockBroken;
+the same actions as bmctl backoff clear, recover, hold, release and work
+cancel). A recovery
 request makes the machine a Recovery candidate whatever its heartbeat says
 (still after any active Recovery backoff); it lasts until Recovery clears the
 agent's tags.
@@ -87,7 +92,7 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&allowActions, "allow-actions", false, "enable clearing backoffs (b) and requesting recovery (r), each behind a confirmation")
+	f.BoolVar(&allowActions, "allow-actions", false, "enable clearing backoffs (b), requesting recovery (r), holds (h), releases (u) and cancelling work (x), each behind a confirmation")
 	f.StringVar(&logFile, "log-file", "", "append logs to this file (env BMCTL_WATCH_LOG_FILE); default: no logs")
 	setEnvVars(f, "log-file", "BMCTL_WATCH_LOG_FILE")
 	f.DurationVar(&refresh, "refresh", 10*time.Second, "periodic refresh besides change notifications, for ages and heartbeats turning stale")

@@ -4,6 +4,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/ops"
 )
 
@@ -20,11 +21,7 @@ func newWorkCmd(a *app) *cobra.Command {
 }
 
 func newWorkCancelCmd(a *app) *cobra.Command {
-	var (
-		process, reason string
-		o               opsFlags
-	)
-	cmd := &cobra.Command{
+	return a.wire(&cobra.Command{
 		Use:   "cancel <machine>... [--process P]",
 		Short: "Cancel work held on machines",
 		Long: `Cancels the work held on machines (only --process's, if given).
@@ -37,20 +34,11 @@ CancelRequested or LockBroken with the operator and --reason.
 ` + opsHelp,
 		Example: `  bmctl work cancel srv-1234 --process Recovery --reason "wrong rack"
   bmctl work cancel --location fra1 --process AgentStart --dry-run`,
-		ValidArgsFunction: a.completeMachines(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseProcess(process)
-			if err != nil {
-				return err
-			}
-			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
-				return ops.CancelWork{Machines: ms, Process: p, Reason: reason}
-			})
+	}, machineAction{
+		processHelp: "cancel only this process's work (AgentStart, Recovery, Access)",
+		reasonHelp:  "why, recorded with the request",
+		build: func(ms []uuid.UUID, p bmdb.Process, reason string) ops.Action {
+			return ops.CancelWork{Machines: ms, Process: p, Reason: reason}
 		},
-	}
-	cmd.Flags().StringVar(&process, "process", "", "cancel only this process's work (AgentStart, Recovery, Access)")
-	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the request")
-	o.register(cmd)
-	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
-	return cmd
+	})
 }

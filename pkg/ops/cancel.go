@@ -90,15 +90,7 @@ func (a CancelWork) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, error
 	if err != nil {
 		return Plan{}, err
 	}
-	what := "any process"
-	if a.Process != "" {
-		what = string(a.Process)
-	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: "no work held for " + what})
-		}
-	}
+	p.skipUntouched(a.Machines, has, "no work held for "+anyProcess(a.Process))
 	return p, nil
 }
 

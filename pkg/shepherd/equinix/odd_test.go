@@ -244,14 +244,15 @@ func TestRebootRefusesDevicesNotUp(t *testing.T) {
 	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
 	p := w.provider(t)
 	for state, why := range map[string]string{
-		"queued":         "it is queued for provisioning",
-		"provisioning":   "it is still being provisioned",
-		"deprovisioning": "it is being deprovisioned",
-		"failed":         "it failed to provision",
+		"queued":         "is queued for provisioning",
+		"provisioning":   "is still provisioning",
+		"reinstalling":   "is being reinstalled",
+		"deprovisioning": "is being deprovisioned",
+		"failed":         "failed to provision",
 	} {
 		w.emu.SetStates(id, state)
 		err := p.Reboot(context.Background(), id)
-		want := "equinix: reboot device " + id + ": not rebooting: the device is " + state + " and " + why + ", so a reboot makes no sense"
+		want := "equinix: reboot device " + id + ": not rebooting: the device " + why + " (state " + state + "); a reboot makes no sense until it is active"
 		if err == nil || err.Error() != want {
 			t.Errorf("Reboot of a %s device: %v\nwant %s", state, err, want)
 		}
