@@ -61,5 +61,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Only promtool is wanted, not a Prometheus server.
-  $sudo service prometheus stop >/dev/null 2>&1 || true
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  else
+    $sudo service prometheus stop >/dev/null 2>&1 || true
+  fi
 fi
