@@ -159,7 +159,7 @@ change must be confirmed with y (--yes skips the question).`,
 			until := time.Now().Add(d)
 			return a.runOps(cmd.Context(), &o, nil, func([]uuid.UUID) ops.Action {
 				return ops.OverrideBreaker{Location: location, Until: until, Reason: reason}
-			})
+			}, nil)
 		},
 	}
 	f := override.Flags()

@@ -104,6 +104,8 @@ type machineAction struct {
 	// check validates the flags before anything runs (optional).
 	check func(reason string) error
 	build func(machines []uuid.UUID, p bmdb.Process, reason string) ops.Action
+	// after runs once the changes are made (optional; not on a dry run).
+	after func(ctx context.Context, db bmdb.DBTX, res ops.Result) error
 }
 
 // wire gives cmd the action's flags and its run.
@@ -123,7 +125,7 @@ func (a *app) wire(cmd *cobra.Command, m machineAction) *cobra.Command {
 				return err
 			}
 		}
-		return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action { return m.build(ms, p, reason) })
+		return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action { return m.build(ms, p, reason) }, m.after)
 	}
 	cmd.Flags().StringVar(&process, "process", "", m.processHelp)
 	if m.reasonHelp != "" {
@@ -136,7 +138,8 @@ func (a *app) wire(cmd *cobra.Command, m machineAction) *cobra.Command {
 
 // runOps selects the machines (unless the action is fleet-wide), builds the
 // action for them and runs it: previewed, confirmed and printed.
-func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func([]uuid.UUID) ops.Action) error {
+func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func([]uuid.UUID) ops.Action,
+	after func(context.Context, bmdb.DBTX, ops.Result) error) (err error) {
 	format, err := outputFormat(o.output, "table", "json")
 	if err != nil {
 		return err
@@ -178,6 +181,13 @@ func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func
 	res, err := ops.Run(ctx, conn.Pool, action, opt)
 	if err != nil {
 		return err
+	}
+	if after != nil && !res.DryRun {
+		defer func() {
+			if err == nil {
+				err = after(ctx, conn.Pool, res)
+			}
+		}()
 	}
 	if format == "json" {
 		if res.Changes == nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 	"github.com/google/uuid"
@@ -458,3 +459,53 @@ func TestHistoryAll(t *testing.T) {
 }
 
 func fleetShort(id uuid.UUID) string { return id.String()[:8] }
+
+// TestWorkCancelWait: --wait returns once the holder has ended the work it
+// was asked to cancel, and fails when the holder does not.
+func TestWorkCancelWait(t *testing.T) {
+	ctx := context.Background()
+	f := newFleetDB(t)
+	busy, deaf := f.add("srv-busy", "fra1"), f.add("srv-deaf", "fra1")
+	s := f.session("shepherd-test")
+	w, err := s.Work(ctx, bmdb.ProcessShepherdRecovery, onlyMachine(busy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Work(ctx, bmdb.ProcessShepherdRecovery, onlyMachine(deaf)); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads the request: --wait gives up and says so.
+	r := f.run("work", "cancel", "srv-deaf", "--wait", "1s")
+	if r.code != 1 || !strings.Contains(r.err, "after 1s, 1 holder(s) had not ended the work") || !strings.Contains(r.out, "CancelRequested") {
+		t.Fatalf("unanswered cancel: %+v", r)
+	}
+	// The holder, as a shepherd does: sees the request on its work and
+	// ends the work as canceled.
+	holder := make(chan error, 1)
+	go func() {
+		for {
+			var asked bool
+			if err := f.conn.Pool.QueryRow(ctx, `SELECT work_cancel_requested_at IS NOT NULL FROM work WHERE machine_id = $1`, busy).Scan(&asked); err != nil {
+				holder <- err
+				return
+			}
+			if asked {
+				holder <- w.Cancel(ctx, "canceled at the operator's request")
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	out := f.ok("work", "cancel", "srv-busy", "--process", "Recovery", "--wait", "2m")
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "CancelRequested") {
+		t.Errorf("cancel output:\n%s", out)
+	}
+	var events []map[string]any
+	decodeJSON(t, f.ok("history", "srv-busy", "-o", "json"), &events)
+	if last := events[len(events)-1]; last["event"] != "Canceled" {
+		t.Errorf("last event %v, want the holder's Canceled", last)
+	}
+}
