@@ -79,7 +79,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 			if logFile == "" {
 				logFile = filepath.Join(cfg.StateDir, "demo.log")
 			}
-			log, closeLog, err := watchLogger(logFile, a.logLevel)
+			log, closeLog, err := a.fileLogger(logFile)
 			if err != nil {
 				return err
 			}
