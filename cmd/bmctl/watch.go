@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -65,7 +64,7 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 			if !ok || !term.IsTerminal(out.Fd()) {
 				return errors.New("machines watch needs a terminal; for scripts use 'bmctl machines list' (-o json)")
 			}
-			log, closeLog, err := watchLogger(logFile, a.logLevel)
+			log, closeLog, err := a.fileLogger(logFile)
 			if err != nil {
 				return err
 			}
@@ -116,16 +115,15 @@ func (a *app) runView(ctx context.Context, out *os.File, model tea.Model) error 
 	return err
 }
 
-// watchLogger logs to a file, since the screen belongs to the view.
-func watchLogger(path, level string) (*slog.Logger, func(), error) {
+// fileLogger logs to a file (--log-level, --log-format), since the screen
+// belongs to the view.
+func (a *app) fileLogger(path string) (*slog.Logger, func(), error) {
 	if path == "" {
-		return slog.New(slog.NewTextHandler(io.Discard, nil)), func() {}, nil
+		return slog.New(slog.DiscardHandler), func() {}, nil
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening --log-file: %w", err)
 	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: lvl})), func() { f.Close() }, nil
+	return a.loggerTo(f), func() { f.Close() }, nil
 }
