@@ -2,15 +2,24 @@
 GO ?= go
 BIN := bin/bmctl
 
-.PHONY: setup build test race-free bench demo generate lint clean
+.PHONY: setup build test race-free bench demo generate lint clean package
 
 # Installs what is missing (PostgreSQL server binaries from Debian's packages);
 # quick when nothing is.
 setup:
 	@./scripts/setup.sh
 
+VERSION ?= $(shell ./scripts/version.sh)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(shell git rev-parse HEAD 2>/dev/null) -X main.buildTime=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/bmctl
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/bmctl
+
+# dist/bmctl_<version>_amd64.deb: the binary, hardened systemd units for the
+# shepherd and the endpoint, the commented default config, completion, man
+# pages, Prometheus rules and the Grafana dashboard (scripts/package.sh).
+package:
+	@VERSION=$(VERSION) GO=$(GO) ./scripts/package.sh
 
 # go vet, then every test with the race detector against real PostgreSQL.
 test: setup
@@ -35,4 +44,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -128,6 +128,7 @@ func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
 	fs.Float64Var(&c.RequestsPerSecond, "equinix-rate", c.RequestsPerSecond, "Metal API calls per second at most")
 	fs.DurationVar(&c.RebootTimeout, "equinix-reboot-timeout", c.RebootTimeout, "how long a reboot may take to go down and come back")
 	fs.DurationVar(&c.PollInterval, "equinix-poll-interval", c.PollInterval, "how often a reboot looks at the device's state")
+	fs.DurationVar(&c.ListTimeout, "equinix-list-timeout", c.ListTimeout, "how long one listing of devices or reservations may take, all its pages included")
 	return func() (equinix.Config, error) {
 		switch {
 		case keyFile != "":
@@ -141,8 +142,8 @@ func equinixFlags(fs *pflag.FlagSet) func() (equinix.Config, error) {
 			// this; the provider reads the file when it first needs it.
 			c.SSHPublicKeyFile = fs.Lookup("ssh-key").Value.String() + ".pub"
 		}
-		if c.RebootTimeout <= 0 || c.PollInterval <= 0 {
-			return c, usageError{errors.New("--equinix-reboot-timeout and --equinix-poll-interval must be positive")}
+		if c.RebootTimeout <= 0 || c.PollInterval <= 0 || c.ListTimeout <= 0 {
+			return c, usageError{errors.New("--equinix-reboot-timeout, --equinix-poll-interval and --equinix-list-timeout must be positive")}
 		}
 		if c.PollInterval > c.RebootTimeout {
 			c.PollInterval = min(c.RebootTimeout, 10*time.Second)

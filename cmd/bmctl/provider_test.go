@@ -121,10 +121,16 @@ func TestProviderCheckProblems(t *testing.T) {
 		t.Errorf("exit %d\nstdout %s\nstderr %s\nwant exit 1, stdout starting %s\nstderr %s", r.code, r.out, r.err, wantOut, wantErr)
 	}
 
+	r = bmctl(t, "", "provider", "check", "--equinix-list-timeout", "0s")
+	wantErr = "bmctl: --equinix-reboot-timeout, --equinix-poll-interval and --equinix-list-timeout must be positive\n"
+	if r.code != 2 || r.err != wantErr {
+		t.Errorf("a list timeout of 0: exit %d, stderr %q\nwant exit 2, %q", r.code, r.err, wantErr)
+	}
+
 	emu.EditListMeta(func(m *metalemu.ListMeta) { m.Total = 0 })
 	r = bmctl(t, "", "provider", "check")
 	wantErr = "bmctl: equinix: list hardware reservations of project " + project + ": GET /projects/" + project +
-		"/hardware-reservations?page=1&per_page=100&provisionable=only: inconsistent answer: meta.total is 0 but page 1 has 1 items\n"
+		"/hardware-reservations?page=1&per_page=100&provisionable=only: inconsistent answer: meta.total is 0 but page 1 has 1 item(s)\n"
 	if r.code != 1 || r.err != wantErr {
 		t.Errorf("inconsistent paging: exit %d, stderr %q\nwant exit 1, %q", r.code, r.err, wantErr)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
+	"github.com/bmctl/bmctl/pkg/fleet"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
 )
@@ -64,6 +66,7 @@ type shepherdOptions struct {
 	sessionIvl  time.Duration
 	metrics     string
 	shutdownTO  time.Duration
+	log         *slog.Logger // for the static provider's BMC clients
 }
 
 func newShepherdRunCmd(a *app) *cobra.Command {
@@ -80,15 +83,19 @@ func newShepherdRunCmd(a *app) *cobra.Command {
   provisioning   record the provider's machines in BMDB, refresh them, and
                  create machines from free capacity up to --max-machines
 
-Providers: "static" (an inventory file of machines and a reboot command, see
---inventory) or "equinix" (Equinix Metal; token from METAL_AUTH_TOKEN).
+Providers: "static" (an inventory file of machines, rebooted through their BMCs,
+Redfish or IPMI, or by a reboot command; see --inventory and the README) or "equinix" (Equinix Metal; token from METAL_AUTH_TOKEN).
 
 Every flag can also be set by a BMCTL_<FLAG> environment variable, dashes as
 underscores (BMCTL_AGENT_ENDPOINT, BMCTL_AGENTSTART_PARALLELISM, ...), or in
 the config file under shepherd: (see bmctl config --help).
 
 SIGINT/SIGTERM stops claiming, cancels work in flight (history records it as
-Canceled), closes the sessions and exits 0; a second signal exits at once.`,
+Canceled), closes the sessions and exits 0; a second signal exits at once.
+
+A BMDB schema behind this binary (bmctl migrate up not yet run) is waited
+for, with /metrics served (bmctl_bmdb_schema_version), rather than failed.
+Metrics and the alert rules for them: docs/metrics.md.`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
@@ -123,11 +130,18 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx := cmd.Context()
 		log := a.logger()
+		o.log = log
 		cfg, err := o.config(loadEquinix, a.Err)
 		if err != nil {
 			return err
 		}
-		conn, err := waitForDB(ctx, log, a.connect)
+		conn, err := waitForDB(ctx, log, func(ctx context.Context) (*bmdb.Conn, error) {
+			url, err := a.databaseURL(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return bmdb.Open(ctx, url)
+		})
 		if err != nil {
 			return err
 		}
@@ -137,6 +151,9 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		cfg.Metrics = shepherd.NewMetrics(reg)
+		zeroSeries(cfg.Metrics, cfg)
+		registerBuildMetrics(reg, conn.Pool)
+		reg.MustRegister(fleet.NewCollector(conn.Pool, bmdb.RecoveryThresholds{NoHeartbeatAfterStart: o.noHBStart, StaleHeartbeat: o.staleHB}))
 		if o.metrics != "" {
 			stop, err := serveMetrics(o.metrics, reg)
 			if err != nil {
@@ -144,6 +161,11 @@ Canceled), closes the sessions and exits 0; a second signal exits at once.`,
 			}
 			defer stop()
 			log.Info("serving metrics", "addr", o.metrics)
+		}
+		// Upgraded before its database: wait for bmctl migrate up, with
+		// metrics up for the alert, instead of a restart loop.
+		if err := waitForSchema(ctx, conn.Pool, log, 5*time.Second); err != nil || ctx.Err() != nil {
+			return err
 		}
 		return runUntilSignal(ctx, cfg, o.shutdownTO, a)
 	}
@@ -159,7 +181,7 @@ func (o *shepherdOptions) config(loadEquinix func() (equinix.Config, error), not
 		if o.inventory == "" {
 			return cfg, usageError{errors.New("--provider static needs --inventory FILE (env BMCTL_INVENTORY)")}
 		}
-		p, err := shepherd.NewStaticProvider(o.inventory)
+		p, err := shepherd.NewStaticProvider(o.inventory, o.log)
 		if err != nil {
 			return cfg, usageError{err}
 		}

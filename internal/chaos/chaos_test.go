@@ -199,6 +199,13 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 			return
 		}
 		logs, _ := filepath.Glob(filepath.Join(stateDir, "*.log"))
+		kept, _ := os.MkdirTemp("", "bmctl-chaos-logs-")
+		for _, l := range logs {
+			if b, err := os.ReadFile(l); err == nil {
+				_ = os.WriteFile(filepath.Join(kept, filepath.Base(l)), b, 0o644)
+			}
+		}
+		t.Logf("shepherd logs kept in %s", kept)
 		for _, l := range logs {
 			b, _ := os.ReadFile(l)
 			lines := strings.Split(string(b), "\n")

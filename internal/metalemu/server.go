@@ -1,7 +1,11 @@
 // Package metalemu emulates the part of the Equinix Metal API that bmctl's
 // equinix provider uses: projects, hardware reservations, devices and their
 // actions, and project SSH keys, with pagination, API-token auth and
-// injectable faults (429 with Retry-After, 5xx). It serves the JSON shapes of
+// injectable faults (429 with Retry-After, 5xx, problem+json, requests left
+// unanswered). It also answers, when told, what the description allows but a
+// client may not expect (odd.go): field values out of a client's range,
+// paging metadata that cannot be true, a create or read answered with
+// another device. It serves the JSON shapes of
 // the official OpenAPI description (testdata/metal-openapi), and Validator
 // checks both sides of every exchange against that description.
 //

@@ -213,16 +213,43 @@ func CheckSchema(url string) error {
 // CheckSchema is CheckSchema over an open connection: one query instead of a
 // migrator's own connection, for commands that start often.
 func (c *Conn) CheckSchema(ctx context.Context) error {
+	st, err := c.SchemaStatus(ctx)
+	if err != nil {
+		return err
+	}
+	return st.problem(true)
+}
+
+// SchemaStatus reads the database's schema version over an open connection
+// (Pending left empty); version 0 means nothing is applied.
+func (c *Conn) SchemaStatus(ctx context.Context) (MigrationStatus, error) {
+	return ReadSchemaStatus(ctx, c.Pool)
+}
+
+// ReadSchemaStatus is SchemaStatus over any pool or transaction.
+func ReadSchemaStatus(ctx context.Context, db DBTX) (MigrationStatus, error) {
 	var version int64
 	var dirty bool
-	err := c.Pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations LIMIT 1`).Scan(&version, &dirty)
+	err := db.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations LIMIT 1`).Scan(&version, &dirty)
 	var pe *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pe) && pe.Code == "42P01"):
 		version, dirty = 0, false
 	case err != nil:
-		return fmt.Errorf("reading the schema version: %w", err)
+		return MigrationStatus{}, fmt.Errorf("reading the schema version: %w", err)
 	}
+	return MigrationStatus{Version: uint(version), Dirty: dirty, Latest: LatestVersion()}, nil
+}
+
+// Err says what is wrong with the schema for this binary, nil if nothing.
+func (st MigrationStatus) Err() error { return st.problem(true) }
+
+// Behind says whether the schema only lacks migrations this binary has:
+// what bmctl migrate up fixes.
+func (st MigrationStatus) Behind() bool { return !st.Dirty && st.Version < st.Latest }
+
+// LatestVersion is the schema version this binary needs: its newest migration.
+func LatestVersion() uint {
 	vs := Versions()
-	return MigrationStatus{Version: uint(version), Dirty: dirty, Latest: vs[len(vs)-1]}.problem(true)
+	return vs[len(vs)-1]
 }

@@ -1,8 +1,9 @@
 // Package demo runs the whole system on one machine: a simulated fleet of
 // real SSH servers on 127.0.0.1, each running the real agent when AgentStart
-// starts it, the real heartbeat endpoint, a simulated power controller that
-// the static provider's reboot command reaches, and the shepherd's loops, all
-// against one BMDB. Faults are injected at a seeded rate so that operators see
+// starts it and powered by its own simulated Redfish BMC (internal/redfishsim,
+// HTTPS with the demo's CA), the real heartbeat endpoint, and the shepherd's
+// loops, whose Recovery reboots machines through their BMCs, all against one
+// BMDB. Faults are injected at a seeded rate so that operators see
 // AgentStart, backoff and Recovery at work.
 package demo
 
@@ -10,7 +11,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bmctl/bmctl/internal/redfishsim"
 	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/agent"
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -49,8 +50,7 @@ type Config struct {
 	// machines' host keys (pinned by the shepherd), the shepherd's SSH key,
 	// the development CA, the inventory.
 	StateDir string
-	// Self is the bmctl executable: uploaded as the agent binary, and run by
-	// the reboot command to reach the power controller.
+	// Self is the bmctl executable: uploaded as the agent binary.
 	Self   string
 	Logger *slog.Logger
 	// NoShepherd runs the fleet, the power controller and the endpoint but
@@ -105,8 +105,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger
 
-	// The heartbeat endpoint, with the development CA.
-	ca, err := devca.Ensure(filepath.Join(cfg.StateDir, "ca"))
+	// The heartbeat endpoint and the BMCs, with the development CA.
+	caDir := filepath.Join(cfg.StateDir, "ca")
+	ca, err := devca.Ensure(caDir)
 	if err != nil {
 		return err
 	}
@@ -133,17 +134,22 @@ func Run(ctx context.Context, cfg Config) error {
 	defer fleet.close()
 	fleet.bootFaults(ctx)
 
-	power, err := fleet.servePower(ctx)
+	pwFile := statePath(cfg, "bmc-password")
+	password, err := bmcPassword(pwFile)
 	if err != nil {
 		hbListener.Close()
 		return err
 	}
-	inventory := filepath.Join(cfg.StateDir, "inventory.yaml")
-	if err := fleet.writeInventory(inventory, cfg.Self, power); err != nil {
+	if err := fleet.startBMCs(ctx, ca, password); err != nil {
 		hbListener.Close()
 		return err
 	}
-	provider, err := shepherd.NewStaticProvider(inventory)
+	inventory := statePath(cfg, "inventory.yaml")
+	if err := fleet.writeInventory(inventory, pwFile, caDir); err != nil {
+		hbListener.Close()
+		return err
+	}
+	provider, err := shepherd.NewStaticProvider(inventory, log.With("component", "bmc"))
 	if err != nil {
 		hbListener.Close()
 		return err
@@ -197,13 +203,17 @@ type fleet struct {
 	rnd *rand.Rand
 }
 
-// machine is one simulated machine and the agent running on it.
+// machine is one simulated machine, its BMC and the agent running on it.
 type machine struct {
-	id  string
-	sim *sshsim.Machine
+	id        string
+	sim       *sshsim.Machine
+	bmc       *redfishsim.BMC
+	bmcFaults redfishsim.Faults // its lasting quirks, restored after a transient fault
 
 	mu          sync.Mutex
 	agentCancel context.CancelFunc
+	powerGen    int    // bumped by every power-off; a late SSH start of an older boot is dropped
+	offEffect   func() // ends the record of the power-off under way (Config.OnEffect)
 }
 
 func newFleet(cfg Config, shepherdKey ssh.PublicKey, log *slog.Logger) (*fleet, error) {
@@ -266,6 +276,9 @@ func (f *fleet) between(lo, hi time.Duration) time.Duration {
 
 func (f *fleet) close() {
 	for _, m := range f.machines {
+		if m.bmc != nil {
+			_ = m.bmc.Close()
+		}
 		m.stopAgent()
 		_ = m.sim.Close()
 	}
@@ -304,21 +317,6 @@ func (f *fleet) refuseSSH(ctx context.Context, m *machine) {
 			_ = m.sim.PowerOn()
 		}
 	}()
-}
-
-// powerCycle is the simulated BMC's power cycle: the agent dies with the
-// machine. Sometimes the machine boots with a broken SSH daemon for a while:
-// the shepherd's dials are refused until it comes up.
-func (f *fleet) powerCycle(ctx context.Context, m *machine) error {
-	defer f.effect(m.id, "power-cycle")()
-	m.stopAgent()
-	if err := m.sim.PowerCycle(ctx, f.between(500*time.Millisecond, 2*time.Second)); err != nil {
-		return err
-	}
-	if f.chance() {
-		f.refuseSSH(ctx, m)
-	}
-	return nil
 }
 
 // exec runs what the shepherd runs on a machine: the uploaded agent binary.
@@ -368,5 +366,3 @@ func (f *fleet) exec(m *machine) sshsim.ExecFunc {
 		return 0
 	}
 }
-
-var errNoMachine = errors.New("no such machine")

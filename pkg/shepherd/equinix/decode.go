@@ -21,7 +21,7 @@ import (
 // device is a Metal device as bmctl uses it.
 type device struct {
 	ID, Hostname, State string
-	Project             string // href of its project, if Metal said
+	Project             string // id of its project, if Metal said
 	Reservation         string // id of its hardware reservation, if any
 	Tags                []string
 	IPs                 []ipAddress
@@ -120,10 +120,8 @@ func decodeDevice(raw json.RawMessage, where string) (device, error) {
 	if _, err := uuid.Parse(j.ID); err != nil {
 		return bad(fmt.Sprintf("field id: %q is not a UUID", j.ID))
 	}
-	d := device{ID: j.ID, Hostname: j.Hostname, State: j.State, Tags: j.Tags, Reservation: j.HardwareReservation.id()}
-	if j.Project != nil {
-		d.Project = j.Project.Href
-	}
+	d := device{ID: j.ID, Hostname: j.Hostname, State: j.State, Tags: j.Tags,
+		Project: j.Project.id(), Reservation: j.HardwareReservation.id()}
 	for i, ip := range j.IPAddresses {
 		if ip.Public && (ip.AddressFamily == 4 || ip.AddressFamily == 6) {
 			if _, err := netip.ParseAddr(ip.Address); err != nil {

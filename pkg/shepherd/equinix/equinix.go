@@ -268,7 +268,8 @@ func (p *Provider) device(ctx context.Context, id, op string) (device, error) {
 	if d.ID != id {
 		return device{}, inconsistent(c, fmt.Sprintf("Metal answered with device %s (%s), not the one asked for", d.ID, d.Hostname))
 	}
-	if d.Project != "" && !strings.HasSuffix(d.Project, "/"+p.cfg.ProjectID) {
+	// A project that is not named by a UUID says nothing either way.
+	if _, err := uuid.Parse(d.Project); err == nil && d.Project != p.cfg.ProjectID {
 		return device{}, fmt.Errorf("equinix: %s: device is in another project (%s): %w", op, d.Project, shepherd.ErrNotFound)
 	}
 	if !strings.HasPrefix(d.Hostname, p.cfg.HostnamePrefix) {
@@ -546,17 +547,22 @@ func (p *Provider) ensureSSHKey(ctx context.Context) (string, error) {
 	return k.ID, nil
 }
 
-// unrebootable says why a reboot of a device in state makes no sense, or "".
+// unrebootable says, of a device in state, why a reboot makes no sense,
+// or "".
 func unrebootable(state string) string {
 	switch state {
 	case "queued":
-		return "it is queued for provisioning"
-	case "provisioning", "reinstalling":
-		return "it is still being provisioned"
-	case "deprovisioning", "deleted":
-		return "it is being deprovisioned"
+		return "is queued for provisioning"
+	case "provisioning":
+		return "is still provisioning"
+	case "reinstalling":
+		return "is being reinstalled"
+	case "deprovisioning":
+		return "is being deprovisioned"
+	case "deleted":
+		return "is deleted"
 	case "failed":
-		return "it failed to provision"
+		return "failed to provision"
 	}
 	return ""
 }
@@ -573,7 +579,7 @@ func (p *Provider) Reboot(ctx context.Context, id string) error {
 		return fmt.Errorf("%w; the reboot was not sent", err)
 	}
 	if why := unrebootable(d.State); why != "" {
-		return fmt.Errorf("equinix: %s: not rebooting: the device is %s and %s, so a reboot makes no sense", op, d.State, why)
+		return fmt.Errorf("equinix: %s: not rebooting: the device %s (state %s); a reboot makes no sense until it is active", op, why, d.State)
 	}
 	err = p.do(ctx, call{op: op, api: "POST /devices/" + id + "/actions", device: true}, func(c *packngo.Client) error {
 		_, err := c.Devices.Reboot(id)

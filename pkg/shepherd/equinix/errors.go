@@ -91,8 +91,13 @@ func (p *Provider) wrap(c call, err error) error {
 			e.err = ue.Err
 		}
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
 			e.Detail = "the answer is not JSON (" + err.Error() + ")"
+			e.Hint = p.urlHint()
+		case errors.As(err, &te) && te.Field == "":
+			e.Detail = "the answer is a JSON " + te.Value + ", not the object the API answers"
 			e.Hint = p.urlHint()
 		}
 		return e

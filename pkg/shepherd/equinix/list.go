@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // bmctl pages by number rather than following meta.next: Metal's hrefs
@@ -69,7 +70,7 @@ func (p *Provider) listOnce(ctx context.Context, op, endpoint, key string, query
 			return nil, false, inconsistent(c, fmt.Sprintf(format, args...))
 		}
 		if n > per {
-			return odd("page %d has %d items, more than the %d asked for", page, n, per)
+			return odd("page %d has %d item(s), more than the %d asked for", page, n, per)
 		}
 		if meta.Total == nil || meta.LastPage == nil {
 			// No paging metadata: a short page is the last.
@@ -79,15 +80,25 @@ func (p *Provider) listOnce(ctx context.Context, op, endpoint, key string, query
 			continue
 		}
 		t, last := *meta.Total, *meta.LastPage
-		switch {
-		case t < 0:
-			return odd("meta.total is %d", t)
-		case last < 1:
-			return odd("meta.last_page is %d", last)
-		case meta.CurrentPage != nil && *meta.CurrentPage != page:
-			return odd("meta.current_page is %d on page %d", *meta.CurrentPage, page)
-		case t == 0 && n > 0:
-			return odd("meta.total is 0 but page %d has %d items", page, n)
+		if t == 0 && last == 0 && n == 0 {
+			return all, false, nil // an empty list, said to have no pages
+		}
+		// Each thing that cannot be true, all in one line.
+		var wrong []string
+		if t < 0 {
+			wrong = append(wrong, fmt.Sprintf("meta.total is %d", t))
+		}
+		if t == 0 && n > 0 {
+			wrong = append(wrong, fmt.Sprintf("meta.total is 0 but page %d has %d item(s)", page, n))
+		}
+		if last < 1 {
+			wrong = append(wrong, fmt.Sprintf("meta.last_page is %d", last))
+		}
+		if meta.CurrentPage != nil && *meta.CurrentPage != page {
+			wrong = append(wrong, fmt.Sprintf("meta.current_page is %d on page %d", *meta.CurrentPage, page))
+		}
+		if len(wrong) > 0 {
+			return odd("%s", strings.Join(wrong, "; "))
 		}
 		if page == 1 {
 			// The API may page by fewer than asked: page 1, if not the
@@ -107,12 +118,12 @@ func (p *Provider) listOnce(ctx context.Context, op, endpoint, key string, query
 		}
 		if page < last {
 			if n != size {
-				return odd("page %d of %d has %d items, page 1 had %d", page, last, n, size)
+				return odd("page %d of %d has %d item(s), page 1 had %d", page, last, n, size)
 			}
 			continue
 		}
 		if want := t - (last-1)*size; n != want {
-			return odd("page %d, the last, has %d items, but meta.total %d says %d", page, n, t, want)
+			return odd("page %d, the last, has %d item(s), but meta.total %d says %d", page, n, t, want)
 		}
 		return all, false, nil
 	}

@@ -91,16 +91,19 @@ func TestInconsistentPaging(t *testing.T) {
 		page int // the page whose answer is reported
 		want string
 	}{
-		{"total 0 with items", func(m *metalemu.ListMeta) { m.Total = 0 }, 1, "meta.total is 0 but page 1 has 5 items"},
+		{"total 0 with items", func(m *metalemu.ListMeta) { m.Total = 0 }, 1, "meta.total is 0 but page 1 has 5 item(s)"},
 		{"negative total", func(m *metalemu.ListMeta) { m.Total = -12 }, 1, "meta.total is -12"},
 		{"last_page of millions", func(m *metalemu.ListMeta) { m.LastPage = 4_000_000 }, 1, "meta.last_page is 4000000, but meta.total 12 at 5 a page makes 3 page(s)"},
 		{"last_page 0", func(m *metalemu.ListMeta) { m.LastPage = 0 }, 1, "meta.last_page is 0"},
+		// As Prism answers in example mode: every number 0, one item.
+		{"all zero", func(m *metalemu.ListMeta) { m.Total, m.CurrentPage, m.LastPage = 0, 0, 0 }, 1,
+			"meta.total is 0 but page 1 has 5 item(s); meta.last_page is 0; meta.current_page is 0 on page 1"},
 		{"current_page wrong", func(m *metalemu.ListMeta) {
 			if m.CurrentPage == 2 {
 				m.CurrentPage = 1
 			}
 		}, 2, "meta.current_page is 1 on page 2"},
-		{"total too small", func(m *metalemu.ListMeta) { m.Total, m.LastPage = 7, 2 }, 2, "page 2, the last, has 5 items, but meta.total 7 says 2"},
+		{"total too small", func(m *metalemu.ListMeta) { m.Total, m.LastPage = 7, 2 }, 2, "page 2, the last, has 5 item(s), but meta.total 7 says 2"},
 		{"total too large for one page", func(m *metalemu.ListMeta) { m.LastPage = 1 }, 1, "meta.last_page is 1, but meta.total 12 at 5 a page makes 3 page(s)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -135,6 +138,15 @@ func TestPagingWithoutMetaOrWithSmallerPages(t *testing.T) {
 	w.emu.SetMaxPerPage(3)
 	if ms, err := p.ListMachines(context.Background()); err != nil || len(ms) != 12 {
 		t.Errorf("pages of 3 when 5 were asked: %d machines, %v; want 12", len(ms), err)
+	}
+	// An empty list said to have no pages at all.
+	w.emu.EditListMeta(func(m *metalemu.ListMeta) {
+		if m.Total == 0 {
+			m.LastPage = 0
+		}
+	})
+	if n, err := p.FreeCapacity(context.Background()); err != nil || n != 0 {
+		t.Errorf("no reservations, last_page 0: %d, %v; want 0, no error", n, err)
 	}
 }
 
@@ -232,14 +244,15 @@ func TestRebootRefusesDevicesNotUp(t *testing.T) {
 	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
 	p := w.provider(t)
 	for state, why := range map[string]string{
-		"queued":         "it is queued for provisioning",
-		"provisioning":   "it is still being provisioned",
-		"deprovisioning": "it is being deprovisioned",
-		"failed":         "it failed to provision",
+		"queued":         "is queued for provisioning",
+		"provisioning":   "is still provisioning",
+		"reinstalling":   "is being reinstalled",
+		"deprovisioning": "is being deprovisioned",
+		"failed":         "failed to provision",
 	} {
 		w.emu.SetStates(id, state)
 		err := p.Reboot(context.Background(), id)
-		want := "equinix: reboot device " + id + ": not rebooting: the device is " + state + " and " + why + ", so a reboot makes no sense"
+		want := "equinix: reboot device " + id + ": not rebooting: the device " + why + " (state " + state + "); a reboot makes no sense until it is active"
 		if err == nil || err.Error() != want {
 			t.Errorf("Reboot of a %s device: %v\nwant %s", state, err, want)
 		}
@@ -332,6 +345,11 @@ func TestRebootActionUnanswered(t *testing.T) {
 func TestAnswerNotJSON(t *testing.T) {
 	w := newWorld(t)
 	page := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/devices") {
+			rw.Header().Set("Content-Type", "application/json")
+			_, _ = rw.Write([]byte(`["not", "an", "object"]`))
+			return
+		}
 		rw.Header().Set("Content-Type", "text/html")
 		_, _ = rw.Write([]byte("<html>Welcome</html>"))
 	}))
@@ -340,6 +358,12 @@ func TestAnswerNotJSON(t *testing.T) {
 	_, err := p.Check(context.Background())
 	want := "equinix: get project " + w.project + ": GET /projects/" + w.project +
 		": the answer is not JSON (invalid character '<' looking for beginning of value); check the API URL " + page.URL + "/ (--equinix-api-url)"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+	_, err = p.ListMachines(context.Background())
+	want = "equinix: list devices of project " + w.project + ": GET /projects/" + w.project + "/devices?hostname=bmctl-&include=facility&page=1&per_page=100" +
+		": the answer is a JSON array, not the object the API answers; check the API URL " + page.URL + "/ (--equinix-api-url)"
 	if err == nil || err.Error() != want {
 		t.Errorf("error %v\nwant  %s", err, want)
 	}
@@ -380,5 +404,24 @@ func TestCreateWaitHonoursContext(t *testing.T) {
 	err = <-done
 	if err == nil || !strings.HasSuffix(err.Error(), "/devices: gave up waiting: the caller canceled") {
 		t.Errorf("the canceled first create: %v", err)
+	}
+}
+
+// A device read that names another project is not ours; a project href
+// that names no project (as a mock's "string") says nothing either way.
+func TestDeviceOfAnotherProject(t *testing.T) {
+	w := newWorld(t)
+	id := w.emu.AddDevice(w.project, "bmctl-x", metalemu.Network{PublicIPv4: "192.0.2.1"})
+	p := w.provider(t)
+	other := "0b9a3c52-1d1e-4f0e-9a57-6a4f1c1b2d3e"
+	w.emu.SetDeviceField(id, "project.href", metalemu.BasePath+"/projects/"+other)
+	_, err := p.GetMachine(context.Background(), id)
+	want := "equinix: get device " + id + ": device is in another project (" + other + "): machine not found at provider"
+	if !errors.Is(err, shepherd.ErrNotFound) || err.Error() != want {
+		t.Errorf("error %v\nwant  %s", err, want)
+	}
+	w.emu.SetDeviceField(id, "project.href", "string")
+	if _, err := p.GetMachine(context.Background(), id); err != nil {
+		t.Errorf("a project href naming no project: %v", err)
 	}
 }

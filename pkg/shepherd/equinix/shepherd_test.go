@@ -402,3 +402,49 @@ func TestReconcileCreateAnsweredWithKnownDevice(t *testing.T) {
 		t.Errorf("BMDB has %d machines, want 1", len(known))
 	}
 }
+
+// Recovery does not reboot a device that a reboot cannot help: the work
+// fails with the provider's cause, which says so, and Metal gets no reboot.
+func TestRecoveryRefusesQueuedDevice(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddReservations(w.project, 1, small)
+	sims := simulate(t, w.emu)
+	conn := openDB(t)
+	k := newKit(t)
+	runShepherd(t, shepherd.Config{
+		Conn:         conn,
+		Providers:    []shepherd.Provider{k.provider(t, w)},
+		Provisioning: &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: 1},
+		AgentStart:   k.agentStart(),
+		Recovery: &shepherd.RecoveryConfig{
+			LoopConfig: shepherd.LoopConfig{IdleWait: 50 * time.Millisecond},
+			// Long enough to see the agent started and requeue the device first.
+			Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 3 * time.Second, StaleHeartbeat: 3 * time.Second},
+			RebootTimeout: 10 * time.Second,
+		},
+	})
+	var dev metalemu.DeviceView
+	waitFor(t, "the agent started", func() bool {
+		devs := w.emu.Devices(w.project)
+		if len(devs) != 1 {
+			return false
+		}
+		dev = devs[0]
+		m := sims.machine(dev.ID)
+		return m != nil && len(m.Execs()) >= 1
+	})
+	w.emu.SetStates(dev.ID, "queued") // as if someone reinstalled it
+	var cause string
+	waitFor(t, "Recovery to fail", func() bool {
+		err := conn.Pool.QueryRow(context.Background(),
+			`SELECT cause FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Failed' ORDER BY work_history_id LIMIT 1`).Scan(&cause)
+		return err == nil
+	})
+	want := "reboot via equinix: equinix: reboot device " + dev.ID + ": not rebooting: the device is queued for provisioning (state queued); a reboot makes no sense until it is active"
+	if cause != want {
+		t.Errorf("Recovery's cause %q\nwant %q", cause, want)
+	}
+	if d, _ := w.emu.Device(dev.ID); d.Reboots != 0 {
+		t.Errorf("the queued device was rebooted %d times", d.Reboots)
+	}
+}
