@@ -92,11 +92,7 @@ func backoffTable(list []fleet.BackoffInfo, now time.Time) *table {
 }
 
 func newBackoffClearCmd(a *app) *cobra.Command {
-	var (
-		process string
-		o       opsFlags
-	)
-	cmd := &cobra.Command{
+	return a.wire(&cobra.Command{
 		Use:   "clear <machine>...",
 		Short: "Clear machines' backoffs so their processes may act on them now",
 		Long: `Clears backoffs (only --process's, if given), active or expired, so the
@@ -107,19 +103,10 @@ as a BackoffCleared event naming the operator.
 		Example: `  bmctl backoff clear 3f2a
   bmctl backoff clear srv-1234 --process AgentStart
   bmctl backoff clear --location fra1 --process Recovery --dry-run`,
-		ValidArgsFunction: a.completeMachines(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseProcess(process)
-			if err != nil {
-				return err
-			}
-			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
-				return ops.ClearBackoff{Machines: ms, Process: p}
-			})
+	}, machineAction{
+		processHelp: "clear only this process's backoffs (AgentStart, Recovery, Access)",
+		build: func(ms []uuid.UUID, p bmdb.Process, _ string) ops.Action {
+			return ops.ClearBackoff{Machines: ms, Process: p}
 		},
-	}
-	cmd.Flags().StringVar(&process, "process", "", "clear only this process's backoffs (AgentStart, Recovery, Access)")
-	o.register(cmd)
-	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
-	return cmd
+	})
 }

@@ -163,6 +163,11 @@ func writeDefaultConfig(w io.Writer, root *cobra.Command) error {
 # wins over the environment (BMCTL_<FLAG>), which wins over this file, which
 # wins over the defaults shown. Uncomment a line (and the command lines above
 # it) to change a setting; see: bmctl config --help, bmctl config view.
+#
+# The packaged services (bmctl-shepherd, bmctl-endpoint) read this file. Set
+# at least db (the endpoint and the shepherds share one BMDB), shepherd: run:
+# agent-endpoint, and server: tls-cert and tls-key (or dev-ca-dir), then
+# systemctl enable --now bmctl-shepherd bmctl-endpoint.
 `)
 	writeDefaults(&b, root, -1)
 	_, err := io.WriteString(w, b.String())

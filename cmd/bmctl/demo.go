@@ -37,13 +37,16 @@ func newDemoCmd(a *app) *cobra.Command {
 		Short: "Run the whole system on this machine: a simulated fleet, the endpoint, the shepherd and the live view",
 		Long: `Runs a simulated fleet of machines, each a real SSH server on 127.0.0.1 that
 runs the real agent when the shepherd starts it, the real heartbeat endpoint,
-the shepherd's loops and a simulated power controller reached through the
-static provider's reboot command, against the embedded database (or --db),
-and opens 'bmctl machines watch' on it.
+the shepherd's loops, and for each machine a simulated Redfish BMC (HTTPS with
+the demo's CA, sessions, a power state that changes after a delay and takes the
+machine's SSH server down and up) that Recovery reboots it through, against the
+embedded database (or --db), and opens 'bmctl machines watch' on it.
 
 Faults are injected at --failure-rate, seeded by --seed: SSH refusals after a
-reboot, agents that fail to start, agents that stop heart-beating, reboots
-that fail. Thresholds are seconds, so machines move through AgentStart,
+reboot, agents that fail to start, agents that stop heart-beating, BMCs that
+allow only some reset types, list them only through ActionInfo, or restart
+without showing Off, and BMCs that for a while time out, answer resets with an
+error, or rate-limit. Thresholds are seconds, so machines move through AgentStart,
 backoff and Recovery within a minute. q or Ctrl-C shuts everything down.
 A second run resumes where the last one stopped; --fresh starts over.`,
 		Args: noArgs,
@@ -76,7 +79,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 			if logFile == "" {
 				logFile = filepath.Join(cfg.StateDir, "demo.log")
 			}
-			log, closeLog, err := watchLogger(logFile, a.logLevel)
+			log, closeLog, err := a.fileLogger(logFile)
 			if err != nil {
 				return err
 			}
@@ -104,6 +107,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 			done := make(chan error, 1)
 			go func() { done <- demo.Run(runCtx, cfg) }()
 			fmt.Fprintf(a.Err, "bmctl: demo of %d machines running (failure rate %v, seed %d); logs in %s\n", cfg.Machines, cfg.FailureRate, cfg.Seed, logFile)
+			fmt.Fprintf(a.Err, "bmctl: more shepherds can join: set -a; . %s; set +a; bmctl shepherd run\n", filepath.Join(cfg.StateDir, demo.JoinFile))
 
 			if !noTUI {
 				err := a.demoWatch(runCtx, conn, log)
@@ -122,6 +126,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&cfg.NoShepherd, "no-shepherd", false, "run the fleet and the endpoint only; shepherds started with the state directory's "+demo.JoinFile+" work it")
 	f.IntVar(&cfg.Machines, "machines", 50, "machines in the simulated fleet")
 	f.Float64Var(&cfg.FailureRate, "failure-rate", 0.15, "probability of each fault (0 to 1)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the faults, for reproducible runs")
@@ -130,18 +135,6 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until q or Ctrl-C)")
 	f.StringVar(&logFile, "log-file", "", "log file (default: demo.log in the demo's state directory)")
 
-	power := &cobra.Command{
-		Use:    "power-cycle ID",
-		Short:  "Ask the demo's simulated power controller to power-cycle a machine (the demo inventory's reboot command)",
-		Hidden: true,
-		Args:   exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			controller, _ := cmd.Flags().GetString("controller")
-			return demo.PowerCycle(cmd.Context(), controller, args[0], a.Out)
-		},
-	}
-	power.Flags().String("controller", "", "the power controller's base URL")
-	cmd.AddCommand(power)
 	return cmd
 }
 

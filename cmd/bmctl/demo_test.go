@@ -78,6 +78,15 @@ func TestDemoHeadless(t *testing.T) {
 		t.Fatalf("no failure causes in history (%v)", err)
 	}
 	t.Logf("%d machines heart-beat, %d AgentStart failures on %d machines, %d recoveries", healthy, agentFailures, backoffs, recoveries)
+	// Every finished Recovery went through the machine's simulated Redfish
+	// BMC and recorded what it saw, in the transaction that finished it.
+	var finished, powerActions int
+	if err := db.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Finished'),
+		(SELECT count(*) FROM work_history WHERE event = 'PowerAction' AND cause LIKE 'redfish % at https://127.0.0.1:%: % after %')`).
+		Scan(&finished, &powerActions); err != nil || finished != powerActions {
+		t.Fatalf("%d finished recoveries, %d Redfish power actions (%v); want one each", finished, powerActions, err)
+	}
 
 	if err := demo.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,8 @@ session did it. Machines that no longer exist still have their history.
 The machine is a UUID, a unique UUID prefix or a provider id. --all shows the
 whole fleet's history instead (fleet-wide actions such as breaker overrides
 show as machine "(fleet)"); narrow it with --since, --limit, --event, --actor,
---process and --location.
+--process and --location. Without --since or --limit, --all shows the newest
+1000 events (a fleet's whole history is millions); --limit 0 --since ... for more.
 
 --follow keeps printing new events as they are written (LISTEN/NOTIFY) until
 interrupted; with -o json it prints one JSON object per line (JSON Lines).`,
@@ -106,6 +107,9 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 		return usageError{fmt.Errorf("--limit must not be negative, got %d", o.limit)}
 	}
 	ho.Limit = o.limit
+	if o.all && o.since == "" && o.limit == 0 {
+		ho.Limit = defaultFleetHistoryLimit
+	}
 	ho.Actor, ho.Location = o.actor, o.location
 
 	conn, err := a.connect(ctx)
@@ -176,6 +180,9 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 	}
 	return err
 }
+
+// defaultFleetHistoryLimit bounds `history --all` without --since or --limit.
+const defaultFleetHistoryLimit = 1000
 
 func filterNote(o fleet.HistoryOptions) string {
 	var parts []string

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/ops"
 )
 
@@ -16,11 +17,9 @@ func init() {
 }
 
 func newHoldCmd(a *app) *cobra.Command {
-	var (
-		process, reason, forDur, until string
-		o                              opsFlags
-	)
-	cmd := &cobra.Command{
+	var forDur, until string
+	var end *time.Time
+	cmd := a.wire(&cobra.Command{
 		Use:   "hold <machine>... --reason R [--for 4h | --until T] [--process P]",
 		Short: "Hold machines: no process starts new work on them until released or expired",
 		Long: `Places an operator hold on machines: while it lasts, no process (or only
@@ -33,31 +32,22 @@ hold. Each hold is recorded as HoldPlaced with the operator and reason.
 		Example: `  bmctl hold srv-1234 --reason "disk swap" --for 4h
   bmctl hold --location fra1 --process Recovery --reason "switch maintenance" --until "2026-12-02 06:00"
   bmctl hold 3f2a 77c1 --reason "burn-in" --dry-run`,
-		ValidArgsFunction: a.completeMachines(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseProcess(process)
-			if err != nil {
-				return err
-			}
+	}, machineAction{
+		processHelp: "hold only this process off the machines (AgentStart, Recovery, Access); default every process",
+		reasonHelp:  "why the machines are held (required)",
+		check: func(reason string) (err error) {
 			if reason == "" {
 				return usageError{errors.New(`hold needs --reason (why the machines are held, e.g. --reason "disk swap")`)}
 			}
-			end, err := parseEnd(forDur, until, time.Now())
-			if err != nil {
-				return err
-			}
-			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
-				return ops.Hold{Machines: ms, Process: p, Reason: reason, Until: end}
-			})
+			end, err = parseEnd(forDur, until, time.Now())
+			return err
 		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&reason, "reason", "", "why the machines are held (required)")
-	f.StringVar(&forDur, "for", "", `how long the hold lasts ("30m", "4h", "2d")`)
-	f.StringVar(&until, "until", "", `when the hold ends ("2026-12-02 06:00", RFC 3339)`)
-	f.StringVar(&process, "process", "", "hold only this process off the machines (AgentStart, Recovery, Access); default every process")
-	o.register(cmd)
-	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
+		build: func(ms []uuid.UUID, p bmdb.Process, reason string) ops.Action {
+			return ops.Hold{Machines: ms, Process: p, Reason: reason, Until: end}
+		},
+	})
+	cmd.Flags().StringVar(&forDur, "for", "", `how long the hold lasts ("30m", "4h", "2d")`)
+	cmd.Flags().StringVar(&until, "until", "", `when the hold ends ("2026-12-02 06:00", RFC 3339)`)
 	return cmd
 }
 
@@ -87,11 +77,7 @@ func parseEnd(forDur, until string, now time.Time) (*time.Time, error) {
 }
 
 func newReleaseCmd(a *app) *cobra.Command {
-	var (
-		process, reason string
-		o               opsFlags
-	)
-	cmd := &cobra.Command{
+	return a.wire(&cobra.Command{
 		Use:   "release <machine>...",
 		Short: "Release operator holds, so processes act on the machines again",
 		Long: `Releases the holds of machines (every hold of each, or only --process's), so
@@ -100,22 +86,13 @@ with the operator.
 ` + opsHelp,
 		Example: `  bmctl release srv-1234
   bmctl release --location fra1 --process Recovery --reason "switch is back"`,
-		ValidArgsFunction: a.completeMachines(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseProcess(process)
-			if err != nil {
-				return err
-			}
-			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
-				return ops.Release{Machines: ms, Process: p, Reason: reason}
-			})
+	}, machineAction{
+		processHelp: "release only the hold for this process (AgentStart, Recovery, Access)",
+		reasonHelp:  "why, recorded with the release",
+		build: func(ms []uuid.UUID, p bmdb.Process, reason string) ops.Action {
+			return ops.Release{Machines: ms, Process: p, Reason: reason}
 		},
-	}
-	cmd.Flags().StringVar(&process, "process", "", "release only the hold for this process (AgentStart, Recovery, Access)")
-	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the release")
-	o.register(cmd)
-	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
-	return cmd
+	})
 }
 
 func newAttentionCmd(a *app) *cobra.Command {
@@ -124,11 +101,7 @@ func newAttentionCmd(a *app) *cobra.Command {
 		Short: "Clear the needs-attention marks that keep processes off machines",
 	}
 	asGroup(cmd)
-	var (
-		process, reason string
-		o               opsFlags
-	)
-	clearCmd := &cobra.Command{
+	cmd.AddCommand(a.wire(&cobra.Command{
 		Use:   "clear <machine>...",
 		Short: "Clear needs-attention marks, so the process may act on the machines again",
 		Long: `Clears the needs-attention marks of machines (only --process's, if given). A
@@ -136,23 +109,14 @@ mark is set when a machine exhausts its remediation budget (Recovery tried too
 often in the window); the process leaves the machine alone until an operator
 clears it. Each clear is recorded as AttentionCleared with the operator.
 ` + opsHelp,
-		Example:           `  bmctl attention clear srv-1234 --reason "replaced the PSU"`,
-		ValidArgsFunction: a.completeMachines(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parseProcess(process)
-			if err != nil {
-				return err
-			}
-			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
-				return ops.ClearAttention{Machines: ms, Process: p, Reason: reason}
-			})
+		Example: `  bmctl attention clear srv-1234 --reason "replaced the PSU"`,
+	}, machineAction{
+		processHelp: "clear only this process's mark (AgentStart, Recovery, Access)",
+		reasonHelp:  "why, recorded with the clear",
+		build: func(ms []uuid.UUID, p bmdb.Process, reason string) ops.Action {
+			return ops.ClearAttention{Machines: ms, Process: p, Reason: reason}
 		},
-	}
-	clearCmd.Flags().StringVar(&process, "process", "", "clear only this process's mark (AgentStart, Recovery, Access)")
-	clearCmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the clear")
-	o.register(clearCmd)
-	_ = clearCmd.RegisterFlagCompletionFunc("process", completeProcesses)
-	cmd.AddCommand(clearCmd)
+	}))
 	return cmd
 }
 
@@ -195,7 +159,7 @@ change must be confirmed with y (--yes skips the question).`,
 			until := time.Now().Add(d)
 			return a.runOps(cmd.Context(), &o, nil, func([]uuid.UUID) ops.Action {
 				return ops.OverrideBreaker{Location: location, Until: until, Reason: reason}
-			})
+			}, nil)
 		},
 	}
 	f := override.Flags()

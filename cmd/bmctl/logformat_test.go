@@ -30,16 +30,7 @@ func TestShepherdLogsJSON(t *testing.T) {
 	}
 	defer conn.Close()
 	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "shepherd_ed25519")
-	signer, _, err := shepherd.LoadOrCreateKey(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := sshsim.New(sshsim.Config{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	keyPath, m := simMachine(t, dir)
 	id, err := bmdb.AddProvidedMachine(ctx, conn.Pool, bmdb.ProvidedMachine{Provider: "sim", ProviderID: "m1", Address: m.Addr()})
 	if err != nil {
 		t.Fatal(err)
@@ -96,4 +87,21 @@ func TestShepherdLogsJSON(t *testing.T) {
 	if c, _ := events["failed"]["cause"].(string); c == "" {
 		t.Errorf("the failed event has no cause: %v", events["failed"])
 	}
+}
+
+// simMachine is the shepherd's SSH key, created in dir, and a simulated
+// machine that accepts it.
+func simMachine(t *testing.T, dir string) (keyPath string, m *sshsim.Machine) {
+	t.Helper()
+	keyPath = filepath.Join(dir, "shepherd_ed25519")
+	signer, _, err := shepherd.LoadOrCreateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = sshsim.New(sshsim.Config{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return keyPath, m
 }

@@ -17,10 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
-	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/devca"
 	"github.com/bmctl/bmctl/pkg/heartbeat"
@@ -95,16 +93,7 @@ func TestMonitoredMetricsAreExported(t *testing.T) {
 	isolateSettings(t)
 	url := pgtest.URL(t)
 	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "shepherd_ed25519")
-	signer, _, err := shepherd.LoadOrCreateKey(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := sshsim.New(sshsim.Config{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	keyPath, m := simMachine(t, dir)
 	inventory := writeFile(t, filepath.Join(dir, "fleet.yaml"), "name: sim\nreboot_command: \"true\"\nmachines:\n  - id: m1\n    address: "+m.Addr()+"\n  - id: m2\n    address: "+freeAddr(t)+"\n")
 	shepherdMetrics, endpoint := freeAddr(t), freeAddr(t)
 	caDir := filepath.Join(dir, "ca")

@@ -96,9 +96,50 @@ func parseProcess(v string) (bmdb.Process, error) {
 	return p, nil
 }
 
+// machineAction is an operator action on selected machines that may be
+// narrowed to one process and may take a reason.
+type machineAction struct {
+	processHelp string // --process's help
+	reasonHelp  string // --reason's help; "" for no --reason
+	// check validates the flags before anything runs (optional).
+	check func(reason string) error
+	build func(machines []uuid.UUID, p bmdb.Process, reason string) ops.Action
+	// after runs once the changes are made (optional; not on a dry run).
+	after func(ctx context.Context, db bmdb.DBTX, res ops.Result) error
+}
+
+// wire gives cmd the action's flags and its run.
+func (a *app) wire(cmd *cobra.Command, m machineAction) *cobra.Command {
+	var (
+		process, reason string
+		o               opsFlags
+	)
+	cmd.ValidArgsFunction = a.completeMachines(false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := parseProcess(process)
+		if err != nil {
+			return err
+		}
+		if m.check != nil {
+			if err := m.check(reason); err != nil {
+				return err
+			}
+		}
+		return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action { return m.build(ms, p, reason) }, m.after)
+	}
+	cmd.Flags().StringVar(&process, "process", "", m.processHelp)
+	if m.reasonHelp != "" {
+		cmd.Flags().StringVar(&reason, "reason", "", m.reasonHelp)
+	}
+	o.register(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
+	return cmd
+}
+
 // runOps selects the machines (unless the action is fleet-wide), builds the
 // action for them and runs it: previewed, confirmed and printed.
-func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func([]uuid.UUID) ops.Action) error {
+func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func([]uuid.UUID) ops.Action,
+	after func(context.Context, bmdb.DBTX, ops.Result) error) (err error) {
 	format, err := outputFormat(o.output, "table", "json")
 	if err != nil {
 		return err
@@ -140,6 +181,13 @@ func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func
 	res, err := ops.Run(ctx, conn.Pool, action, opt)
 	if err != nil {
 		return err
+	}
+	if after != nil && !res.DryRun {
+		defer func() {
+			if err == nil {
+				err = after(ctx, conn.Pool, res)
+			}
+		}()
 	}
 	if format == "json" {
 		if res.Changes == nil {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 	"github.com/google/uuid"
@@ -383,5 +385,127 @@ func TestOpsConfirm(t *testing.T) {
 	}
 	if r := f.onTerminal("", "release", "--location", "ams1", "--yes"); r.code != 0 || r.err != "" || strings.Count(r.out, "HoldReleased") != 5 {
 		t.Errorf("--yes on a terminal: %+v", r)
+	}
+}
+
+// TestHistoryAll: the fleet's history with every filter, the actor of
+// component events (component@host) and of operator actions, and --follow.
+func TestHistoryAll(t *testing.T) {
+	f := newOpsFleet(t)
+	host, _ := os.Hostname()
+	f.ok("hold", "srv-idle", "--reason", "disk swap", "--as", "alice@jump1")
+	f.ok("release", "srv-held", "--as", "bob@jump2")
+	f.ok("breaker", "override", "--for", "1h", "--reason", "known outage", "--as", "alice@jump1")
+	// An old event, before the --since window.
+	f.exec(`INSERT INTO work_history (machine_id, process, event, event_at, session_component, session_host)
+		VALUES ($1, 'ShepherdAgentStart', 'Failed', now() - interval '3 hours', 'shepherd', 'old-host')`, f.idle)
+
+	var events []map[string]any
+	get := func(args ...string) []string {
+		t.Helper()
+		decodeJSON(t, f.ok(append([]string{"history", "--all", "-o", "json"}, args...)...), &events)
+		var out []string
+		for _, e := range events {
+			out = append(out, e["event"].(string)+"/"+e["actor"].(string))
+		}
+		return out
+	}
+	eq := func(what string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: %v, want %v", what, got, want)
+		}
+	}
+	started := "Started/shepherd-test@" + host
+	eq("everything", get(), started, "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2", "BreakerOverridden/alice@jump1", "Failed/shepherd@old-host")
+	eq("--since 1h", get("--since", "1h"), started, "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2", "BreakerOverridden/alice@jump1")
+	eq("--actor alice", get("--actor", "alice"), "HoldPlaced/alice@jump1", "BreakerOverridden/alice@jump1")
+	eq("--actor shepherd@old-host", get("--actor", "shepherd@old-host"), "Failed/shepherd@old-host")
+	eq("--event", get("--event", "holdplaced,HoldReleased"), "HoldPlaced/alice@jump1", "HoldReleased/bob@jump2")
+	eq("--location ams1 --process AgentStart", get("--location", "ams1", "--process", "AgentStart"), started, "Failed/shepherd@old-host")
+	eq("--limit 2", get("--limit", "2"), "BreakerOverridden/alice@jump1", "Failed/shepherd@old-host")
+	if events[0]["machine_id"] != uuid.Nil.String() {
+		t.Errorf("the override is not recorded under the fleet: %v", events[0])
+	}
+	out := f.ok("history", "--all", "--since", "1h")
+	rows := outLines(out)
+	if len(rows) != 5 || !strings.Contains(rows[0], "MACHINE") || !strings.Contains(rows[0], "ACTOR") ||
+		!strings.Contains(rows[4], "(fleet)") || !strings.Contains(rows[2], fleetShort(f.idle)) {
+		t.Errorf("history --all table:\n%s", out)
+	}
+	if r := f.run("history", "--all", "--actor", "nobody"); r.code != 0 || !strings.Contains(r.err, "no history for the fleet (actor nobody)") {
+		t.Errorf("no events: %+v", r)
+	}
+
+	// --follow: every machine's new events, filtered, as they are written.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var fout, ferr lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"--db", f.url, "history", "--all", "--follow", "--event", "HoldPlaced", "-o", "json"}, streams{In: strings.NewReader(""), Out: &fout, Err: &ferr})
+	}()
+	waitForOutput(t, &fout, "disk swap", done)
+	f.ok("release", "srv-idle")                                              // filtered out
+	f.ok("hold", "srv-started", "--reason", "burn-in", "--as", "dave@jump3") // another machine
+	waitForOutput(t, &fout, "dave@jump3", done)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("follow exited %d: %s", code, ferr.String())
+	}
+	if lines := outLines(fout.String()); len(lines) != 2 || strings.Contains(fout.String(), "HoldReleased") {
+		t.Errorf("follow printed:\n%s", fout.String())
+	}
+}
+
+func fleetShort(id uuid.UUID) string { return id.String()[:8] }
+
+// TestWorkCancelWait: --wait returns once the holder has ended the work it
+// was asked to cancel, and fails when the holder does not.
+func TestWorkCancelWait(t *testing.T) {
+	ctx := context.Background()
+	f := newFleetDB(t)
+	busy, deaf := f.add("srv-busy", "fra1"), f.add("srv-deaf", "fra1")
+	s := f.session("shepherd-test")
+	w, err := s.Work(ctx, bmdb.ProcessShepherdRecovery, onlyMachine(busy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Work(ctx, bmdb.ProcessShepherdRecovery, onlyMachine(deaf)); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads the request: --wait gives up and says so.
+	r := f.run("work", "cancel", "srv-deaf", "--wait", "1s")
+	if r.code != 1 || !strings.Contains(r.err, "after 1s, 1 holder(s) had not ended the work") || !strings.Contains(r.out, "CancelRequested") {
+		t.Fatalf("unanswered cancel: %+v", r)
+	}
+	// The holder, as a shepherd does: sees the request on its work and
+	// ends the work as canceled.
+	holder := make(chan error, 1)
+	go func() {
+		for {
+			var asked bool
+			if err := f.conn.Pool.QueryRow(ctx, `SELECT work_cancel_requested_at IS NOT NULL FROM work WHERE machine_id = $1`, busy).Scan(&asked); err != nil {
+				holder <- err
+				return
+			}
+			if asked {
+				holder <- w.Cancel(ctx, "canceled at the operator's request")
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	out := f.ok("work", "cancel", "srv-busy", "--process", "Recovery", "--wait", "2m")
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "CancelRequested") {
+		t.Errorf("cancel output:\n%s", out)
+	}
+	var events []map[string]any
+	decodeJSON(t, f.ok("history", "srv-busy", "-o", "json"), &events)
+	if last := events[len(events)-1]; last["event"] != "Canceled" {
+		t.Errorf("last event %v, want the holder's Canceled", last)
 	}
 }

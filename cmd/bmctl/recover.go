@@ -27,7 +27,7 @@ left alone. Each request is a RecoveryRequested event in the machine's history.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.runOps(cmd.Context(), &o, args, func(ms []uuid.UUID) ops.Action {
 				return ops.RequestRecovery{Machines: ms}
-			})
+			}, nil)
 		},
 	}
 	o.register(cmd)

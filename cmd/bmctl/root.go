@@ -42,8 +42,11 @@ var commands []func(*app) *cobra.Command
 func newRootCmd(io streams) *cobra.Command {
 	a := &app{streams: io}
 	root := &cobra.Command{
-		Use:           "bmctl",
-		Short:         "Run and inspect a fleet of bare-metal servers kept in BMDB",
+		Use:   "bmctl",
+		Short: "Run and inspect a fleet of bare-metal servers kept in BMDB",
+		Long: "Run and inspect a fleet of bare-metal servers kept in BMDB.\n\n" +
+			"Every flag can also be set by a BMCTL_<FLAG> environment variable or in the\n" +
+			"config file (" + systemConfig + "); see bmctl config --help.",
 		Version:       version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -111,14 +114,17 @@ func envOr(key, def string) string {
 
 // logger writes slog lines to stderr at the configured level, as text or
 // as JSON (--log-format).
-func (a *app) logger() *slog.Logger {
+func (a *app) logger() *slog.Logger { return a.loggerTo(a.Err) }
+
+// loggerTo is logger writing to w.
+func (a *app) loggerTo(w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(a.logLevel))
 	opts := &slog.HandlerOptions{Level: lvl}
 	if a.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(a.Err, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(a.Err, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // embeddedCluster is the local database people get when they configure none.

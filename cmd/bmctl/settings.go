@@ -381,8 +381,10 @@ func (a *app) loadSettings() (*configFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cf.check(newRootCmd(discardStreams())); err != nil {
-		return nil, err
+	if len(cf.keys) > 0 {
+		if err := cf.check(newRootCmd(discardStreams())); err != nil {
+			return nil, err
+		}
 	}
 	a.settings = cf
 	return cf, nil

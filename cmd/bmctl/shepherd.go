@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -65,6 +66,7 @@ type shepherdOptions struct {
 	sessionIvl  time.Duration
 	metrics     string
 	shutdownTO  time.Duration
+	log         *slog.Logger // for the static provider's BMC clients
 }
 
 func newShepherdRunCmd(a *app) *cobra.Command {
@@ -81,8 +83,8 @@ func newShepherdRunCmd(a *app) *cobra.Command {
   provisioning   record the provider's machines in BMDB, refresh them, and
                  create machines from free capacity up to --max-machines
 
-Providers: "static" (an inventory file of machines and a reboot command, see
---inventory) or "equinix" (Equinix Metal; token from METAL_AUTH_TOKEN).
+Providers: "static" (an inventory file of machines, rebooted through their BMCs,
+Redfish or IPMI, or by a reboot command; see --inventory and the README) or "equinix" (Equinix Metal; token from METAL_AUTH_TOKEN).
 
 Every flag can also be set by a BMCTL_<FLAG> environment variable, dashes as
 underscores (BMCTL_AGENT_ENDPOINT, BMCTL_AGENTSTART_PARALLELISM, ...), or in
@@ -128,15 +130,18 @@ Metrics and the alert rules for them: docs/metrics.md.`,
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx := cmd.Context()
 		log := a.logger()
+		o.log = log
 		cfg, err := o.config(loadEquinix, a.Err)
 		if err != nil {
 			return err
 		}
-		url, err := a.databaseURL(ctx)
-		if err != nil {
-			return err
-		}
-		conn, err := bmdb.Open(ctx, url)
+		conn, err := waitForDB(ctx, log, func(ctx context.Context) (*bmdb.Conn, error) {
+			url, err := a.databaseURL(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return bmdb.Open(ctx, url)
+		})
 		if err != nil {
 			return err
 		}
@@ -176,7 +181,7 @@ func (o *shepherdOptions) config(loadEquinix func() (equinix.Config, error), not
 		if o.inventory == "" {
 			return cfg, usageError{errors.New("--provider static needs --inventory FILE (env BMCTL_INVENTORY)")}
 		}
-		p, err := shepherd.NewStaticProvider(o.inventory)
+		p, err := shepherd.NewStaticProvider(o.inventory, o.log)
 		if err != nil {
 			return cfg, usageError{err}
 		}

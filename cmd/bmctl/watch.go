@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -39,9 +38,14 @@ work step, !text keeps the others; state:NAME and process:NAME narrow), : jumps
 to a machine (UUID, prefix or provider id), 1-8 sort by a column (again to
 reverse), p pauses updates, c copies the machine id, ? lists every key, q quits.
 
-Read-only unless --allow-actions: then b clears a machine's backoff and r asks
-Recovery to act on the machine now, each after a y/N confirmation and recorded
-in the machine's history as BackoffCleared or RecoveryRequested. A recovery
+Read-only unless --allow-actions: then b clears a machine's backoff, r asks
+Recovery to act on the machine now, h holds it (asks a reason and how long),
+u releases its holds (asks a reason) and x cancels the work held on it, each
+after a y/N confirmation that shows exactly what will change, and each
+recorded in the machine's history with the operator (BackoffCleared,
+RecoveryRequested, HoldPlaced, HoldReleased, CancelRequested or LockBroken;
+the same actions as bmctl backoff clear, recover, hold, release and work
+cancel). A recovery
 request makes the machine a Recovery candidate whatever its heartbeat says
 (still after any active Recovery backoff); it lasts until Recovery clears the
 agent's tags.
@@ -60,7 +64,7 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 			if !ok || !term.IsTerminal(out.Fd()) {
 				return errors.New("machines watch needs a terminal; for scripts use 'bmctl machines list' (-o json)")
 			}
-			log, closeLog, err := watchLogger(logFile, a.logLevel)
+			log, closeLog, err := a.fileLogger(logFile)
 			if err != nil {
 				return err
 			}
@@ -87,7 +91,7 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&allowActions, "allow-actions", false, "enable clearing backoffs (b) and requesting recovery (r), each behind a confirmation")
+	f.BoolVar(&allowActions, "allow-actions", false, "enable clearing backoffs (b), requesting recovery (r), holds (h), releases (u) and cancelling work (x), each behind a confirmation")
 	f.StringVar(&logFile, "log-file", "", "append logs to this file (env BMCTL_WATCH_LOG_FILE); default: no logs")
 	setEnvVars(f, "log-file", "BMCTL_WATCH_LOG_FILE")
 	f.DurationVar(&refresh, "refresh", 10*time.Second, "periodic refresh besides change notifications, for ages and heartbeats turning stale")
@@ -111,16 +115,15 @@ func (a *app) runView(ctx context.Context, out *os.File, model tea.Model) error 
 	return err
 }
 
-// watchLogger logs to a file, since the screen belongs to the view.
-func watchLogger(path, level string) (*slog.Logger, func(), error) {
+// fileLogger logs to a file (--log-level, --log-format), since the screen
+// belongs to the view.
+func (a *app) fileLogger(path string) (*slog.Logger, func(), error) {
 	if path == "" {
-		return slog.New(slog.NewTextHandler(io.Discard, nil)), func() {}, nil
+		return slog.New(slog.DiscardHandler), func() {}, nil
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening --log-file: %w", err)
 	}
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: lvl})), func() { f.Close() }, nil
+	return a.loggerTo(f), func() { f.Close() }, nil
 }

@@ -124,7 +124,6 @@ func (w *world) stopEndpoint() {
 	w.endpoint.stop = nil
 }
 
-
 // runningAgent is an agent detached from the SSH session that started it:
 // it runs until killed or until its machine loses power.
 type runningAgent struct {

@@ -61,6 +61,9 @@ type Faults struct {
 	// RateLimit answers this many of the next requests 429 with
 	// Retry-After: 1.
 	RateLimit int
+	// Unavailable answers this many of the next requests 503 with
+	// Retry-After: 1, as a BMC busy with itself.
+	Unavailable int
 	// NeverComesBack: after a reset, power stays Off whatever is asked.
 	NeverComesBack bool
 	// QuietRestart: a ForceRestart keeps PowerState On throughout; only the
@@ -426,6 +429,10 @@ func (b *BMC) routes() http.Handler {
 		if limited {
 			b.faults.RateLimit--
 		}
+		unavailable := !limited && f.Unavailable > 0
+		if unavailable {
+			b.faults.Unavailable--
+		}
 		b.mu.Unlock()
 		if f.Hang {
 			<-r.Context().Done()
@@ -435,6 +442,11 @@ func (b *BMC) routes() http.Handler {
 			sw.Header().Set("Retry-After", "1")
 			writeJSON(sw, http.StatusTooManyRequests, errorBody("Base.1.8.GeneralError", "Too many requests; retry later.",
 				messageInfo("Base.1.8.ServiceTemporarilyUnavailable", "The service is temporarily unavailable. Retry in 1 seconds.", "Critical", "Wait the indicated time and retry the operation.")))
+			return
+		}
+		if unavailable {
+			sw.Header().Set("Retry-After", "1")
+			writeJSON(sw, http.StatusServiceUnavailable, errorBody("Base.1.8.ServiceTemporarilyUnavailable", "The service is temporarily unavailable. Retry in 1 seconds."))
 			return
 		}
 		mux.ServeHTTP(sw, r)

@@ -43,6 +43,10 @@ type Config struct {
 	// OnAgentStart, if set, is called by AgentExec after it answered, with the
 	// init message and the agent key it made (the demo heart-beats with it).
 	OnAgentStart func(m *Machine, init AgentInit, key ed25519.PrivateKey)
+	// OnConnection, if set, is called when a client connects; the function it
+	// returns is called when that connection ends. Tests use it as a record
+	// of who acted on the machine when.
+	OnConnection func() (ended func())
 }
 
 // Machine is one simulated machine.
@@ -62,6 +66,9 @@ type Machine struct {
 	execs    []string
 	agentKey ed25519.PrivateKey
 	closed   bool
+	// received counts SFTP bytes written to the machine, across power cycles.
+	received int64
+	digests  int
 
 	wg sync.WaitGroup
 }
@@ -133,7 +140,8 @@ func (m *Machine) Boots() int {
 	return m.boots
 }
 
-// Execs returns the command lines executed so far, oldest first.
+// Execs returns the command lines given to the exec handler (OnExec or
+// AgentExec) so far, oldest first; digest checks are counted by DigestChecks.
 func (m *Machine) Execs() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -285,6 +293,9 @@ func (m *Machine) serverConfig() *ssh.ServerConfig {
 
 func (m *Machine) serveConn(power context.Context, c net.Conn) {
 	defer c.Close()
+	if m.cfg.OnConnection != nil {
+		defer m.cfg.OnConnection()()
+	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, m.serverConfig())
 	if err != nil {
@@ -366,6 +377,10 @@ func (m *Machine) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan 
 }
 
 func (m *Machine) exec(ctx context.Context, cmd string, ch ssh.Channel) int {
+	// The machine's own tools answer whatever the exec handler does.
+	if p, ok := digestCommand(cmd); ok {
+		return m.digest(p, ch)
+	}
 	m.mu.Lock()
 	m.execs = append(m.execs, cmd)
 	f := m.onExec

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -152,4 +153,46 @@ func TestPowerCycleDropsConnectionsAndComesBackOnSamePort(t *testing.T) {
 		t.Fatalf("dial after power on: %v", err)
 	}
 	c2.Close()
+}
+
+// TestDigestCheck answers the shepherd's digest line like a shell with
+// coreutils: nothing and status 1 for a missing or non-executable file, else
+// sha256sum's line; the upload's bytes are counted.
+func TestDigestCheck(t *testing.T) {
+	key := clientKey(t)
+	m, err := New(Config{OnExec: Fail("the agent must not run\n", 9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := dial(m, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const line = `test -x '/tmp/bmctl' && sha256sum '/tmp/bmctl'`
+	run := func() (string, error) {
+		s, _ := c.NewSession()
+		defer s.Close()
+		out, err := s.Output(line)
+		return string(out), err
+	}
+
+	var exit *ssh.ExitError
+	if out, err := run(); !errors.As(err, &exit) || exit.ExitStatus() != 1 || out != "" {
+		t.Fatalf("digest before upload: %q, %v; want no output and exit status 1", out, err)
+	}
+	bin := make([]byte, 1<<20)
+	_, _ = rand.Read(bin)
+	upload(t, c, "/tmp/bmctl", bin)
+	want := fmt.Sprintf("%x  /tmp/bmctl\n", sha256.Sum256(bin))
+	if out, err := run(); err != nil || out != want {
+		t.Fatalf("digest after upload: %q, %v; want %q", out, err, want)
+	}
+	if got := m.BytesReceived(); got != int64(len(bin)) {
+		t.Errorf("bytes received %d, want the upload's %d", got, len(bin))
+	}
+	if m.DigestChecks() != 2 || len(m.Execs()) != 0 {
+		t.Errorf("%d digest checks and exec handler runs %q; want 2 and none", m.DigestChecks(), m.Execs())
+	}
 }

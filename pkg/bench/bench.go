@@ -46,6 +46,9 @@ type Config struct {
 	// ShepherdBinary is a bmctl binary whose `shepherd run` is measured for
 	// memory; empty skips that measurement.
 	ShepherdBinary string
+	// HistoryEvents is the size of the history `history --all --since 1h`
+	// is timed over (default 5M).
+	HistoryEvents int
 	// Progress receives one line per step.
 	Progress io.Writer
 }
@@ -78,6 +81,9 @@ func (c *Config) defaults() {
 	if c.PgbenchScale == 0 {
 		c.PgbenchScale = 10
 	}
+	if c.HistoryEvents == 0 {
+		c.HistoryEvents = 5_000_000
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -108,6 +114,7 @@ type Results struct {
 	ShepherdOK bool
 	// ShepherdClaims the shepherd made while measured.
 	ShepherdClaims int
+	History        HistoryLatency
 }
 
 // Throughput of claim+finish cycles at one concurrency.
@@ -284,6 +291,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			res.Candidates = append(res.Candidates, lat...)
 		}
 	}
+	logf("history --all --since 1h over %d events", cfg.HistoryEvents)
+	res.History, err = fleetHistory(ctx, conn, cfg.HistoryEvents, min(cfg.Samples, 50))
+	if err != nil {
+		return err
+	}
+	logf("history --all --since 1h: p50 %s p99 %s (%d events in the hour)", res.History.P50, res.History.P99, res.History.InWindow)
 	res.Shepherd = "not measured (no shepherd binary given)"
 	if cfg.ShepherdBinary != "" {
 		logf("shepherd with 32 workers per loop for %s at %d machines", cfg.Duration, cfg.Fleets[len(cfg.Fleets)-1])

@@ -22,7 +22,7 @@ func TestRunSmall(t *testing.T) {
 	var out strings.Builder
 	cfg := Config{
 		Dir: dir, URL: pgtest.URL(t), Duration: time.Second, Rounds: 2, Sessions: []int{1, 4},
-		ClaimMachines: 2000, ClaimEligible: 200, Fleets: []int{2000}, Samples: 20, PgbenchScale: 1,
+		ClaimMachines: 2000, ClaimEligible: 200, Fleets: []int{2000}, Samples: 20, PgbenchScale: 1, HistoryEvents: 20_000,
 	}
 	if err := Run(context.Background(), cfg, &out); err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestRunSmall(t *testing.T) {
 		"pgbench -N tps", "claim+finish cycles/s (bmdb)", "seed's way cycles/s",
 		// Steady 2000: 10 new, 10 stale; 3 of each backed off, 3 worked on.
 		"AgentStart candidates, 2k steady (4 eligible)", "Recovery candidates, 2k steady (4 eligible)",
-		"heartbeat upserts, 2k steady", "shepherd RSS, 32 workers per loop|  not measured",
+		"heartbeat upserts, 2k steady", "history --all --since 1h, 20k events (", "shepherd RSS, 32 workers per loop|  not measured",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)

@@ -69,6 +69,14 @@ func render(r *Results) string {
 		}
 		row(append(cells, "mostly HOT", yes(r.HOT.HOT*2 > r.HOT.Updates))...)
 	}
+	if h := r.History; h.Events > 0 {
+		cells := []string{fmt.Sprintf("history --all --since 1h, %s events (%d in the hour)", fleetName(h.Events), h.InWindow),
+			"p50 " + ms(h.P50), "p99 " + ms(h.P99)}
+		for len(cells) < len(r.Sessions)+1 {
+			cells = append(cells, "")
+		}
+		row(append(cells, "p50 < 1000 ms", yes(h.P50 < time.Second))...)
+	}
 	cells := []string{"shepherd RSS, 32 workers per loop", r.Shepherd}
 	met := ""
 	if r.ShepherdClaims > 0 {

@@ -36,9 +36,17 @@ func (r Report) String() string {
 		} else {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s after %s", s.What, s.After.Round(time.Second))
+		fmt.Fprintf(&b, "%s after %s", s.What, roundStep(s.After))
 	}
 	return b.String()
+}
+
+// roundStep keeps a step's time readable: tenths of a second for short ones.
+func roundStep(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // StepError is a power action that failed at one step: the report holds the

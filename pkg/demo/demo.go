@@ -1,8 +1,9 @@
 // Package demo runs the whole system on one machine: a simulated fleet of
 // real SSH servers on 127.0.0.1, each running the real agent when AgentStart
-// starts it, the real heartbeat endpoint, a simulated power controller that
-// the static provider's reboot command reaches, and the shepherd's loops, all
-// against one BMDB. Faults are injected at a seeded rate so that operators see
+// starts it and powered by its own simulated Redfish BMC (internal/redfishsim,
+// HTTPS with the demo's CA), the real heartbeat endpoint, and the shepherd's
+// loops, whose Recovery reboots machines through their BMCs, all against one
+// BMDB. Faults are injected at a seeded rate so that operators see
 // AgentStart, backoff and Recovery at work.
 package demo
 
@@ -10,12 +11,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bmctl/bmctl/internal/redfishsim"
 	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/agent"
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -50,16 +50,39 @@ type Config struct {
 	// machines' host keys (pinned by the shepherd), the shepherd's SSH key,
 	// the development CA, the inventory.
 	StateDir string
-	// Self is the bmctl executable: uploaded as the agent binary, and run by
-	// the reboot command to reach the power controller.
+	// Self is the bmctl executable: uploaded as the agent binary.
 	Self   string
 	Logger *slog.Logger
+	// NoShepherd runs the fleet, the power controller and the endpoint but
+	// no shepherd: shepherds started with StateDir/shepherd.env work it.
+	NoShepherd bool
+	// OnEffect, if set, is told of every action on a machine when it ends:
+	// an SSH connection or a power cycle, with its span. Tests use it as an
+	// independent record of side effects.
+	OnEffect func(Effect)
+}
+
+// Effect is one action on a simulated machine, seen by the machine.
+type Effect struct {
+	Machine    string // provider id
+	Kind       string // "ssh" or "power-cycle"
+	Start, End time.Time
+}
+
+// effect records the start of an action and returns what records its end.
+func (f *fleet) effect(machine, kind string) func() {
+	if f.cfg.OnEffect == nil {
+		return func() {}
+	}
+	start := time.Now()
+	return func() { f.cfg.OnEffect(Effect{Machine: machine, Kind: kind, Start: start, End: time.Now()}) }
 }
 
 // Thresholds of the demo: seconds, not minutes, so a whole cycle shows
 // within a minute.
 var (
 	HeartbeatInterval = 2 * time.Second
+	SessionInterval   = 5 * time.Second
 	Thresholds        = bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 15 * time.Second, StaleHeartbeat: 8 * time.Second}
 	AgentStartBackoff = bmdb.Backoff{Initial: 3 * time.Second, Maximum: 30 * time.Second, Exponent: 1.5}
 	RecoveryBackoff   = bmdb.Backoff{Initial: 3 * time.Second, Maximum: 20 * time.Second, Exponent: 1.5}
@@ -82,8 +105,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger
 
-	// The heartbeat endpoint, with the development CA.
-	ca, err := devca.Ensure(filepath.Join(cfg.StateDir, "ca"))
+	// The heartbeat endpoint and the BMCs, with the development CA.
+	caDir := filepath.Join(cfg.StateDir, "ca")
+	ca, err := devca.Ensure(caDir)
 	if err != nil {
 		return err
 	}
@@ -91,7 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	hbListener, err := net.Listen("tcp", "127.0.0.1:0")
+	hbListener, err := listenStable(filepath.Join(cfg.StateDir, "endpoint-addr"))
 	if err != nil {
 		return err
 	}
@@ -110,17 +134,49 @@ func Run(ctx context.Context, cfg Config) error {
 	defer fleet.close()
 	fleet.bootFaults(ctx)
 
-	power, err := fleet.servePower(ctx)
+	pwFile := statePath(cfg, "bmc-password")
+	password, err := bmcPassword(pwFile)
 	if err != nil {
 		hbListener.Close()
 		return err
 	}
-	inventory := filepath.Join(cfg.StateDir, "inventory.yaml")
-	if err := fleet.writeInventory(inventory, cfg.Self, power); err != nil {
+	if err := fleet.startBMCs(ctx, ca, password); err != nil {
 		hbListener.Close()
 		return err
 	}
-	provider, err := shepherd.NewStaticProvider(inventory)
+	inventory := statePath(cfg, "inventory.yaml")
+	if err := fleet.writeInventory(inventory, pwFile, caDir); err != nil {
+		hbListener.Close()
+		return err
+	}
+	provider, err := shepherd.NewStaticProvider(inventory, log.With("component", "bmc"))
+	if err != nil {
+		hbListener.Close()
+		return err
+	}
+
+	shepherdCfg := shepherd.Config{
+		Conn:            cfg.Conn,
+		Providers:       []shepherd.Provider{provider},
+		Logger:          log.With("component", "shepherd"),
+		SessionInterval: SessionInterval,
+		Provisioning:    &shepherd.ProvisioningConfig{Interval: 2 * time.Second},
+		AgentStart: &shepherd.AgentStartConfig{
+			LoopConfig:  shepherd.LoopConfig{Parallelism: 8, Backoff: AgentStartBackoff, IdleWait: time.Second},
+			Signer:      signer,
+			AgentBinary: cfg.Self,
+			Endpoint:    endpoint,
+			EndpointCA:  string(ca.CertPEM),
+			DialTimeout: 5 * time.Second,
+			ExecTimeout: 10 * time.Second,
+		},
+		Recovery: &shepherd.RecoveryConfig{
+			LoopConfig:    shepherd.LoopConfig{Parallelism: 4, Backoff: RecoveryBackoff, IdleWait: time.Second},
+			Thresholds:    Thresholds,
+			RebootTimeout: 20 * time.Second,
+		},
+	}
+	joinFile, err := writeJoinFiles(cfg, shepherdCfg, inventory)
 	if err != nil {
 		hbListener.Close()
 		return err
@@ -128,29 +184,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Serve(gctx, hbListener, cert) })
-	g.Go(func() error {
-		return shepherd.Run(gctx, shepherd.Config{
-			Conn:            cfg.Conn,
-			Providers:       []shepherd.Provider{provider},
-			Logger:          log.With("component", "shepherd"),
-			SessionInterval: 5 * time.Second,
-			Provisioning:    &shepherd.ProvisioningConfig{Interval: 2 * time.Second},
-			AgentStart: &shepherd.AgentStartConfig{
-				LoopConfig:  shepherd.LoopConfig{Parallelism: 8, Backoff: AgentStartBackoff, IdleWait: time.Second},
-				Signer:      signer,
-				AgentBinary: cfg.Self,
-				Endpoint:    endpoint,
-				EndpointCA:  string(ca.CertPEM),
-				DialTimeout: 5 * time.Second,
-				ExecTimeout: 10 * time.Second,
-			},
-			Recovery: &shepherd.RecoveryConfig{
-				LoopConfig:    shepherd.LoopConfig{Parallelism: 4, Backoff: RecoveryBackoff, IdleWait: time.Second},
-				Thresholds:    Thresholds,
-				RebootTimeout: 20 * time.Second,
-			},
-		})
-	})
+	if !cfg.NoShepherd {
+		g.Go(func() error { return shepherd.Run(gctx, shepherdCfg) })
+	}
+	log.Info("shepherds can join this fleet", "env", joinFile)
 	log.Info("demo running", "machines", cfg.Machines, "failure_rate", cfg.FailureRate, "seed", cfg.Seed, "endpoint", endpoint, "state", cfg.StateDir)
 	return g.Wait()
 }
@@ -166,13 +203,17 @@ type fleet struct {
 	rnd *rand.Rand
 }
 
-// machine is one simulated machine and the agent running on it.
+// machine is one simulated machine, its BMC and the agent running on it.
 type machine struct {
-	id  string
-	sim *sshsim.Machine
+	id        string
+	sim       *sshsim.Machine
+	bmc       *redfishsim.BMC
+	bmcFaults redfishsim.Faults // its lasting quirks, restored after a transient fault
 
 	mu          sync.Mutex
 	agentCancel context.CancelFunc
+	powerGen    int    // bumped by every power-off; a late SSH start of an older boot is dropped
+	offEffect   func() // ends the record of the power-off under way (Config.OnEffect)
 }
 
 func newFleet(cfg Config, shepherdKey ssh.PublicKey, log *slog.Logger) (*fleet, error) {
@@ -194,6 +235,7 @@ func newFleet(cfg Config, shepherdKey ssh.PublicKey, log *slog.Logger) (*fleet, 
 			AuthorizedKeys: []ssh.PublicKey{shepherdKey},
 			HostKey:        key,
 			OnExec:         f.exec(m),
+			OnConnection:   func() func() { return f.effect(id, "ssh") },
 		})
 		if err != nil {
 			f.close()
@@ -234,6 +276,9 @@ func (f *fleet) between(lo, hi time.Duration) time.Duration {
 
 func (f *fleet) close() {
 	for _, m := range f.machines {
+		if m.bmc != nil {
+			_ = m.bmc.Close()
+		}
 		m.stopAgent()
 		_ = m.sim.Close()
 	}
@@ -272,20 +317,6 @@ func (f *fleet) refuseSSH(ctx context.Context, m *machine) {
 			_ = m.sim.PowerOn()
 		}
 	}()
-}
-
-// powerCycle is the simulated BMC's power cycle: the agent dies with the
-// machine. Sometimes the machine boots with a broken SSH daemon for a while:
-// the shepherd's dials are refused until it comes up.
-func (f *fleet) powerCycle(ctx context.Context, m *machine) error {
-	m.stopAgent()
-	if err := m.sim.PowerCycle(ctx, f.between(500*time.Millisecond, 2*time.Second)); err != nil {
-		return err
-	}
-	if f.chance() {
-		f.refuseSSH(ctx, m)
-	}
-	return nil
 }
 
 // exec runs what the shepherd runs on a machine: the uploaded agent binary.
@@ -335,5 +366,3 @@ func (f *fleet) exec(m *machine) sshsim.ExecFunc {
 		return 0
 	}
 }
-
-var errNoMachine = errors.New("no such machine")

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -23,6 +24,7 @@ type Collector struct {
 	mu    sync.Mutex
 	at    time.Time
 	stats Stats
+	ages  map[State]float64
 	err   error
 }
 
@@ -38,17 +40,18 @@ var (
 	backoffsDesc   = prometheus.NewDesc("bmctl_fleet_backoffs", "Unexpired backoffs in BMDB by process.", []string{"process"}, nil)
 	sessionsDesc   = prometheus.NewDesc("bmctl_fleet_sessions", "BMDB sessions of every component, live or expired (not yet swept).", []string{"state"}, nil)
 	oldestWorkDesc = prometheus.NewDesc("bmctl_fleet_oldest_work_seconds", "Age of the work item held longest; 0 when none is held.", nil, nil)
+	inStateDesc    = prometheus.NewDesc("bmctl_fleet_oldest_in_state_seconds", "How long the machine longest in the state has been in it; 0 when none is. Only for the states whose start BMDB records.", []string{"state"}, nil)
 	fleetUpDesc    = prometheus.NewDesc("bmctl_fleet_up", "1 if the last read of the fleet from BMDB succeeded.", nil, nil)
 )
 
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{machinesDesc, workDesc, backoffsDesc, sessionsDesc, oldestWorkDesc, fleetUpDesc} {
+	for _, d := range []*prometheus.Desc{machinesDesc, workDesc, backoffsDesc, sessionsDesc, oldestWorkDesc, inStateDesc, fleetUpDesc} {
 		ch <- d
 	}
 }
 
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.read()
+	st, ages, err := c.read()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(fleetUpDesc, prometheus.GaugeValue, 0)
 		return
@@ -68,18 +71,70 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		age = max(0, time.Since(st.OldestWork.StartedAt).Seconds())
 	}
 	ch <- prometheus.MustNewConstMetric(oldestWorkDesc, prometheus.GaugeValue, age)
+	for _, s := range timedStates {
+		ch <- prometheus.MustNewConstMetric(inStateDesc, prometheus.GaugeValue, ages[s], string(s))
+	}
 }
 
-// read is the fleet's stats, read again once the last read is cacheFor old.
-func (c *Collector) read() (Stats, error) {
+// read is the fleet's stats and state ages, read again once the last read
+// is cacheFor old.
+func (c *Collector) read() (Stats, map[State]float64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < c.cacheFor {
-		return c.stats, c.err
+		return c.stats, c.ages, c.err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c.stats, c.err = GetStats(ctx, c.db, c.thresholds)
+	if c.err == nil {
+		c.ages, c.err = StateAges(ctx, c.db, c.thresholds)
+	}
 	c.at = time.Now()
-	return c.stats, c.err
+	return c.stats, c.ages, c.err
+}
+
+// timedStates are the states whose start a machine's row records: a claim
+// (work_started_at) or a threshold passed since the agent started or last
+// heart-beat. For new and backed_off it does not (a Recovery makes a
+// machine new again long after it was created), nor is healthy trouble.
+var timedStates = []State{StateAgentStarting, StateRecovering, StateAccessing, StateAwaitingHeartbeat, StateNoHeartbeat, StateHeartbeatStale}
+
+// stateAgesSQL is, per timed state, how long its oldest machine has been in it.
+func stateAgesSQL(pol bmdb.Policy) string {
+	return `SELECT state, extract(epoch FROM now() - min(CASE state
+		WHEN 'agent_starting' THEN work_started_at
+		WHEN 'recovering' THEN work_started_at
+		WHEN 'accessing' THEN work_started_at
+		WHEN 'awaiting_heartbeat' THEN agent_started_at
+		WHEN 'no_heartbeat' THEN agent_started_at + make_interval(secs => $1)
+		WHEN 'heartbeat_stale' THEN agent_heartbeat_at + make_interval(secs => $2)
+	END))::float8
+	FROM (` + machineRowsSQL(pol) + `) x GROUP BY state`
+}
+
+// StateAges says, for each timed state, how long the machine longest in it
+// has been there, in seconds (0 when no machine is).
+func StateAges(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (map[State]float64, error) {
+	pol, err := resolvePolicy(ctx, db, nil, th)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, stateAgesSQL(pol), thresholdArgs(pol)...)
+	if err != nil {
+		return nil, err
+	}
+	ages := map[State]float64{}
+	for _, s := range timedStates {
+		ages[s] = 0
+	}
+	var state State
+	var age *float64
+	_, err = pgx.ForEachRow(rows, []any{&state, &age}, func() error {
+		if age != nil {
+			ages[state] = max(0, *age)
+		}
+		return nil
+	})
+	return ages, err
 }

@@ -56,11 +56,7 @@ func (a ClearAttention) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, e
 	if err != nil {
 		return Plan{}, err
 	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: "no needs-attention mark for " + scopeName(a.Process)})
-		}
-	}
+	p.skipUntouched(a.Machines, has, "no needs-attention mark for "+anyProcess(a.Process))
 	return p, nil
 }
 

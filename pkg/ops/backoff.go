@@ -66,15 +66,7 @@ func (a ClearBackoff) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, err
 	if err != nil {
 		return Plan{}, err
 	}
-	what := "any process"
-	if a.Process != "" {
-		what = string(a.Process)
-	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: "no backoff for " + what})
-		}
-	}
+	p.skipUntouched(a.Machines, has, "no backoff for "+anyProcess(a.Process))
 	return p, nil
 }
 

@@ -42,8 +42,8 @@ func (a OverrideBreaker) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, 
 	if a.Reason == "" {
 		return Plan{}, fmt.Errorf("a breaker override needs a reason")
 	}
-	if !a.Until.After(time.Now()) {
-		return Plan{}, fmt.Errorf("the override would end at %s, which has passed", utc(a.Until))
+	if err := checkFuture(ctx, tx, "the override", a.Until); err != nil {
+		return Plan{}, err
 	}
 	if a.Location != "" {
 		var known bool
@@ -82,8 +82,8 @@ func (a OverrideBreaker) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, 
 
 func (a OverrideBreaker) Apply(ctx context.Context, tx pgx.Tx, changes []Change, actor string) error {
 	_, err := tx.Exec(ctx, `
-		INSERT INTO breaker_overrides (breaker_scope, override_until, override_reason, override_actor)
-		VALUES ($1, $2, $3, $4)
+		INSERT INTO breaker_overrides (breaker_scope, override_until, override_reason, override_actor, override_placed_at)
+		VALUES ($1, $2, $3, $4, now())
 		ON CONFLICT (breaker_scope) DO UPDATE SET override_until = excluded.override_until,
 			override_reason = excluded.override_reason, override_actor = excluded.override_actor,
 			override_placed_at = now()`, a.Scope(), a.Until, a.Reason, actor)

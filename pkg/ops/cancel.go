@@ -90,15 +90,7 @@ func (a CancelWork) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, error
 	if err != nil {
 		return Plan{}, err
 	}
-	what := "any process"
-	if a.Process != "" {
-		what = string(a.Process)
-	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: "no work held for " + what})
-		}
-	}
+	p.skipUntouched(a.Machines, has, "no work held for "+anyProcess(a.Process))
 	return p, nil
 }
 
@@ -127,4 +119,47 @@ func (a CancelWork) Apply(ctx context.Context, tx pgx.Tx, changes []Change, acto
 		}
 	}
 	return nil
+}
+
+// WaitCanceled waits until the holders asked to cancel by changes (the
+// CancelRequested changes of a CancelWork run) have ended that work, or ctx
+// ends. It returns the changes whose work is still held, still in order:
+// empty when every holder acted.
+func WaitCanceled(ctx context.Context, db bmdb.DBTX, changes []Change, poll time.Duration) ([]Change, error) {
+	var left []Change
+	for _, c := range changes {
+		if c.Event == EventCancelRequested {
+			left = append(left, c)
+		}
+	}
+	for len(left) > 0 {
+		ids, procs, sessions := make([]uuid.UUID, len(left)), make([]string, len(left)), make([]uuid.UUID, len(left))
+		for i, c := range left {
+			ids[i], procs[i], sessions[i] = c.MachineID, string(c.Process), c.data.(cancelTarget).session
+		}
+		rows, err := db.Query(ctx, `
+			SELECT u.n FROM unnest($1::uuid[], $2::text[], $3::uuid[]) WITH ORDINALITY AS u(m, p, s, n)
+			WHERE EXISTS (SELECT 1 FROM work w WHERE w.machine_id = u.m AND w.process::text = u.p AND w.session_id = u.s)
+			ORDER BY u.n`, ids, procs, sessions)
+		if err != nil {
+			return left, err
+		}
+		held, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return left, err
+		}
+		still := make([]Change, 0, len(held))
+		for _, n := range held {
+			still = append(still, left[n-1])
+		}
+		if left = still; len(left) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return left, nil
+		case <-time.After(poll):
+		}
+	}
+	return left, nil
 }

@@ -52,8 +52,10 @@ func (a Hold) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, error) {
 	if a.Reason == "" {
 		return Plan{}, fmt.Errorf("a hold needs a reason")
 	}
-	if a.Until != nil && !a.Until.After(time.Now()) {
-		return Plan{}, fmt.Errorf("the hold would end at %s, which has passed", utc(*a.Until))
+	if a.Until != nil {
+		if err := checkFuture(ctx, tx, "the hold", *a.Until); err != nil {
+			return Plan{}, err
+		}
 	}
 	if lock {
 		// Machines in order, so that concurrent holds do not deadlock; a
@@ -108,8 +110,8 @@ func (a Hold) Apply(ctx context.Context, tx pgx.Tx, changes []Change, actor stri
 		ids[i] = c.MachineID
 	}
 	_, err := tx.Exec(ctx, `
-		INSERT INTO machine_holds (machine_id, process, hold_reason, hold_actor, hold_until)
-		SELECT unnest($1::uuid[]), $2::process, $3, $4, $5
+		INSERT INTO machine_holds (machine_id, process, hold_reason, hold_actor, hold_placed_at, hold_until)
+		SELECT unnest($1::uuid[]), $2::process, $3, $4, now(), $5
 		ON CONFLICT (machine_id, process) DO UPDATE SET
 			hold_reason = excluded.hold_reason, hold_actor = excluded.hold_actor,
 			hold_placed_at = now(), hold_until = excluded.hold_until`,
@@ -177,15 +179,11 @@ func (a Release) Plan(ctx context.Context, tx pgx.Tx, lock bool) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	for _, m := range a.Machines {
-		if !has[m] {
-			what := "no hold"
-			if a.Process != "" {
-				what = "no hold for " + string(a.Process)
-			}
-			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: what})
-		}
+	why := "no hold"
+	if a.Process != "" {
+		why = "no hold for " + string(a.Process)
 	}
+	p.skipUntouched(a.Machines, has, why)
 	return p, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/user"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -280,9 +281,39 @@ func record(ctx context.Context, tx pgx.Tx, changes []Change, actor string) erro
 		ids[i], procs[i], events[i], causes[i] = c.MachineID, string(c.Process), string(c.Event), c.Cause
 	}
 	_, err := tx.Exec(ctx, `
-		INSERT INTO work_history (machine_id, process, event, cause, actor, session_component, session_host)
-		SELECT m, p::process, e::work_event, c, $5, 'bmctl', $6
+		INSERT INTO work_history (machine_id, process, event, event_at, cause, actor, session_component, session_host)
+		SELECT m, p::process, e::work_event, now(), c, $5, 'bmctl', $6
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(m, p, e, c)`,
 		ids, procs, events, causes, actor, hostOf(actor))
 	return err
+}
+
+// checkFuture fails unless t is in the future by the database's clock, the
+// one every rule reads holds and overrides with.
+func checkFuture(ctx context.Context, tx pgx.Tx, what string, t time.Time) error {
+	var future bool
+	if err := tx.QueryRow(ctx, `SELECT $1::timestamptz > now()`, t).Scan(&future); err != nil {
+		return err
+	}
+	if !future {
+		return fmt.Errorf("%s would end at %s, which has passed", what, utc(t))
+	}
+	return nil
+}
+
+// skipUntouched adds a Skip, why, for each machine the plan does not change.
+func (p *Plan) skipUntouched(machines []uuid.UUID, touched map[uuid.UUID]bool, why string) {
+	for _, m := range machines {
+		if !touched[m] {
+			p.Skipped = append(p.Skipped, Skip{MachineID: m, Why: why})
+		}
+	}
+}
+
+// anyProcess names what an action with process p looks at, for messages.
+func anyProcess(p bmdb.Process) string {
+	if p == "" {
+		return "any process"
+	}
+	return string(p)
 }

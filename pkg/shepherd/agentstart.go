@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,6 +95,8 @@ func (c AgentStartConfig) validate() error {
 type agentStart struct {
 	cfg  AgentStartConfig
 	conn *bmdb.Conn
+
+	digest localDigest
 }
 
 func (a *agentStart) Process() bmdb.Process { return bmdb.ProcessShepherdAgentStart }
@@ -136,12 +142,27 @@ func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx
 		t.Log.Info("pinned SSH host key", "fingerprint", ssh.FingerprintSHA256(presented))
 	}
 
-	t.SetDetail(ctx, "uploading agent")
-	err = a.step(ctx, client, a.cfg.UploadTimeout, "uploading the agent", FailUpload, func() error {
-		return a.upload(client)
+	want, err := a.digest.of(a.cfg.AgentBinary)
+	if err != nil {
+		return nil, fail(FailInternal, fmt.Errorf("hashing the agent binary: %w", err))
+	}
+	t.SetDetail(ctx, "checking the agent on the machine")
+	var have bool
+	err = a.step(ctx, client, a.cfg.ExecTimeout, "checking the agent on the machine", FailUpload, func() error {
+		have, err = a.hasAgent(client, want)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if !have {
+		t.SetDetail(ctx, "uploading agent")
+		err = a.step(ctx, client, a.cfg.UploadTimeout, "uploading the agent", FailUpload, func() error {
+			return a.upload(client)
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	t.SetDetail(ctx, "starting agent")
@@ -245,6 +266,63 @@ func (a *agentStart) step(ctx context.Context, client *ssh.Client, bound time.Du
 		return err
 	}
 	return fail(class, fmt.Errorf("%s: %w", what, err))
+}
+
+// hasAgent reports whether RemotePath is an executable file whose SHA-256
+// is want, so that a restart does not move the binary again. Any answer but
+// a matching digest (no file, no sha256sum, not executable) means upload.
+func (a *agentStart) hasAgent(client *ssh.Client, want string) (bool, error) {
+	sess, err := client.NewSession()
+	if err != nil {
+		return false, fmt.Errorf("opening an SSH session: %w", err)
+	}
+	defer sess.Close()
+	stdout := &capBuffer{max: 4096}
+	sess.Stdout = stdout
+	p := shellQuote(a.cfg.RemotePath)
+	err = sess.Run("test -x " + p + " && sha256sum " + p)
+	var exit *ssh.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	got, _, _ := strings.Cut(stdout.String(), " ")
+	return got == want, nil
+}
+
+// localDigest caches the agent binary's SHA-256 while its size and
+// modification time stay the same: hashing 30 MB for every machine would
+// cost more than the check saves, and a replaced binary must be noticed.
+type localDigest struct {
+	mu      sync.Mutex
+	size    int64
+	modTime time.Time
+	hex     string
+}
+
+func (d *localDigest) of(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hex != "" && st.Size() == d.size && st.ModTime().Equal(d.modTime) {
+		return d.hex, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	d.size, d.modTime, d.hex = st.Size(), st.ModTime(), hex.EncodeToString(h.Sum(nil))
+	return d.hex, nil
 }
 
 // upload copies the agent binary to a temporary name and renames it into

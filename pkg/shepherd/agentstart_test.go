@@ -38,8 +38,8 @@ func TestAgentStartSetsTag(t *testing.T) {
 	if !ok || u.SHA256 != sha256.Sum256(bin) || u.Mode&0o111 == 0 {
 		t.Errorf("agent on the machine: %+v, uploaded %v; want the agent binary, executable", u, ok)
 	}
-	if got := m.Execs(); len(got) != 1 || got[0] != "'/tmp/bmctl-agent' agent" {
-		t.Errorf("commands run: %q, want one \"'/tmp/bmctl-agent' agent\"", got)
+	if got := m.Execs(); len(got) != 1 || got[0] != "'/tmp/bmctl-agent' agent" || m.DigestChecks() != 1 {
+		t.Errorf("commands run: %q after %d digest checks, want one \"'/tmp/bmctl-agent' agent\" after one check", got, m.DigestChecks())
 	}
 	pinned, err := shepherd.PinnedHostKey(context.Background(), e.conn.Pool, id)
 	if err != nil || pinned == nil || string(pinned.Marshal()) != string(m.HostKey().Marshal()) {
@@ -212,5 +212,59 @@ func TestChangedHostKeyIsRefused(t *testing.T) {
 	still, _ := shepherd.PinnedHostKey(context.Background(), e.conn.Pool, id)
 	if string(still.Marshal()) != string(pinned.Marshal()) {
 		t.Error("the pin changed to the new key")
+	}
+}
+
+// TestAgentStartUploadsOnlyWhatTheMachineLacks restarts the agent on a
+// machine that still has it (nothing moves), then with a new agent binary
+// (uploaded again), then after the machine lost it in a power cycle.
+func TestAgentStartUploadsOnlyWhatTheMachineLacks(t *testing.T) {
+	e := newEnv(t)
+	m, id, _ := e.machine()
+	e.run(shepherd.Config{AgentStart: e.agentStart()})
+	restart := func(what string) {
+		t.Helper()
+		if err := bmdb.ClearAgentTags(context.Background(), e.conn.Pool, id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, what, func() bool { return e.agentStarted(id) })
+	}
+	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
+	bin, _ := os.ReadFile(e.agentBin)
+	first := m.BytesReceived()
+	if first != int64(len(bin)) {
+		t.Fatalf("first start moved %d bytes, want the agent's %d", first, len(bin))
+	}
+
+	restart("the agent restarted")
+	if got := m.BytesReceived(); got != first || len(m.Execs()) != 2 || m.DigestChecks() != 2 {
+		t.Errorf("restart with the same agent: %d bytes moved in all, %d agent runs, %d digest checks; want %d, 2, 2",
+			got, len(m.Execs()), m.DigestChecks(), first)
+	}
+
+	// A new build of the agent: same size, other bytes, later mtime.
+	newBin := make([]byte, len(bin))
+	_, _ = rand.Read(newBin)
+	if err := os.WriteFile(e.agentBin, newBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(e.agentBin, later, later); err != nil {
+		t.Fatal(err)
+	}
+	restart("the new agent started")
+	u, _ := m.Uploaded(shepherd.DefaultRemotePath)
+	if u.SHA256 != sha256.Sum256(newBin) || m.BytesReceived() != 2*first {
+		t.Errorf("after a new agent build the machine holds %x (%d bytes moved in all), want %x uploaded once more",
+			u.SHA256, m.BytesReceived(), sha256.Sum256(newBin))
+	}
+
+	// Power loss empties /tmp: the agent is uploaded again.
+	if err := m.PowerCycle(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	restart("the agent started after a power cycle")
+	if got := m.BytesReceived(); got != 3*first {
+		t.Errorf("after a power cycle %d bytes moved in all, want %d", got, 3*first)
 	}
 }

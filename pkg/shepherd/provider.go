@@ -56,3 +56,10 @@ type Provider interface {
 	// effect, or fails with a cause after a provider-specific bound.
 	Reboot(ctx context.Context, id string) error
 }
+
+// RebootReporter is a provider whose reboots say what they did (a BMC's
+// verified reset and how long each step took); Recovery records it in the
+// machine's history as a PowerAction event.
+type RebootReporter interface {
+	RebootReport(ctx context.Context, id string) (report string, err error)
+}

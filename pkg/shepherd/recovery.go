@@ -92,7 +92,14 @@ func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.T
 	t.SetDetail(ctx, "rebooting via "+p.Type()+", waiting for it to take effect")
 	rctx, cancel := context.WithTimeoutCause(ctx, r.cfg.RebootTimeout, fmt.Errorf("Recovery's reboot timeout of %s ran out", r.cfg.RebootTimeout))
 	defer cancel()
-	if err := p.Reboot(rctx, t.Machine.ProviderID); err != nil {
+	var report string
+	var err error
+	if rr, ok := p.(RebootReporter); ok {
+		report, err = rr.RebootReport(rctx, t.Machine.ProviderID)
+	} else {
+		err = p.Reboot(rctx, t.Machine.ProviderID)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -104,6 +111,11 @@ func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.T
 		return nil, fail(FailProvider, fmt.Errorf("reboot via %s: %w", p.Type(), err))
 	}
 	return func(ctx context.Context, tx pgx.Tx) error {
+		if report != "" {
+			if err := t.Work.RecordEvent(ctx, tx, bmdb.EventPowerAction, report); err != nil {
+				return err
+			}
+		}
 		return bmdb.ClearAgentTags(ctx, tx, t.Machine.MachineID)
 	}, nil
 }

@@ -92,6 +92,21 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg.Logger.Info("shepherd running", "agentstart", cfg.AgentStart != nil, "recovery", cfg.Recovery != nil, "provisioning", cfg.Provisioning != nil)
 	wg.Wait()
+	closeProviders(cfg.Providers, cfg.Logger)
 	cfg.Logger.Info("shepherd stopped")
 	return nil
+}
+
+// closeProviders lets providers that hold something (BMC sessions) release
+// it, within a bound: the shepherd is shutting down.
+func closeProviders(ps []Provider, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
+	defer cancel()
+	for _, p := range ps {
+		if c, ok := p.(interface{ Close(context.Context) error }); ok {
+			if err := c.Close(ctx); err != nil {
+				log.Warn("closing provider failed", "provider", p.Type(), "err", err)
+			}
+		}
+	}
 }

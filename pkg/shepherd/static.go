@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,28 +17,51 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bmctl/bmctl/pkg/bmc"
+	"github.com/bmctl/bmctl/pkg/bmc/bmcpool"
 )
 
 // StaticProvider is a fleet outside any cloud: machines listed in an
-// inventory file (YAML, or JSON, which is YAML too) and rebooted by a command
-// run per machine, typically through its BMC:
+// inventory file (YAML, or JSON, which is YAML too), rebooted through their
+// BMCs (Redfish or IPMI, verified) or by a command run per machine:
 //
 //	name: rack-a                     # provider type stored in BMDB; default "static"
+//	bmc_defaults:                    # for every machine's bmc, unless it says otherwise
+//	  type: redfish                  # or ipmi
+//	  username: admin
+//	  password_env: BMC_PASSWORD     # or password_file: /etc/bmctl/bmc-password
+//	  ca_file: /etc/bmctl/bmc-ca.pem # or insecure: true (warns once per BMC)
+//	  request_timeout: 20s           # one Redfish request or ipmitool run
+//	  down_within: 2m                # a reset seen taking effect (Off, or SSH gone)
+//	  on_within: 5m                  # power On again
+//	  ssh_within: 10m                # SSH answering once On
+//	  poll_interval: 2s              # how often power state and SSH are looked at
 //	reboot_command: ipmitool -I lanplus -H {{.BMC}} -U admin -E chassis power cycle
-//	reboot_timeout: 10m              # command plus waiting for SSH to answer again
-//	wait_for_ssh: true               # default true
+//	reboot_timeout: 10m              # the whole reboot, SSH answering again included
+//	wait_for_ssh: true               # reboot_command only; default true
 //	machines:
 //	  - id: a01                      # unique within the inventory
 //	    address: 10.0.0.11:22        # SSH address; port 22 if left out
 //	    location: ams1
-//	    bmc: 10.1.0.11               # free-form, for the reboot command
+//	    bmc:                         # a BMC block; any bmc_defaults key may be set here
+//	      address: https://10.1.0.11 # ipmi: host or host:port
+//	      system: /redfish/v1/Systems/1   # only where the BMC has several systems
+//	  - id: a02
+//	    address: 10.0.0.12
+//	    bmc: https://10.1.0.12       # with bmc_defaults.type: the BMC's address;
+//	                                 # without: free-form, for the reboot command
 //	    vars: {rack: a}              # free-form, as {{.Vars.rack}}
 //
-// The command runs with sh -c and the shepherd's environment (so secrets come
-// from the environment, as ipmitool -E does, not from the file). The file is
-// read again on every listing, so edits take effect without a restart.
+// A machine whose BMC has a type (its own or bmc_defaults') reboots through
+// it; the others run reboot_command, which then must be given. Passwords
+// come only from the environment or a file named in the inventory, never
+// the inventory itself. The command runs with sh -c and the shepherd's
+// environment. The file is read again on every listing, so edits take effect
+// without a restart.
 type StaticProvider struct {
 	path string
+	bmcs *bmcpool.Pool
 
 	mu  sync.Mutex
 	inv *staticInventory
@@ -44,12 +69,28 @@ type StaticProvider struct {
 
 type staticInventory struct {
 	Name          string          `yaml:"name"`
+	BMCDefaults   bmcDefaults     `yaml:"bmc_defaults"`
 	RebootCommand string          `yaml:"reboot_command"`
 	RebootTimeout time.Duration   `yaml:"reboot_timeout"`
 	WaitForSSH    *bool           `yaml:"wait_for_ssh"`
 	Machines      []StaticMachine `yaml:"machines"`
 
 	reboot *template.Template
+	bmcs   map[string]bmcpool.Spec // by machine id, complete and checked
+}
+
+// bmcDefaults are the inventory-wide BMC settings.
+type bmcDefaults struct {
+	bmcpool.Spec   `yaml:",inline"`
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	DownWithin     time.Duration `yaml:"down_within"`
+	OnWithin       time.Duration `yaml:"on_within"`
+	SSHWithin      time.Duration `yaml:"ssh_within"`
+	PollInterval   time.Duration `yaml:"poll_interval"`
+}
+
+func (d bmcDefaults) bounds() bmc.Bounds {
+	return bmc.Bounds{Down: d.DownWithin, On: d.OnWithin, SSH: d.SSHWithin, Poll: d.PollInterval}.WithDefaults()
 }
 
 // StaticMachine is one machine of an inventory, as the reboot command
@@ -58,19 +99,67 @@ type StaticMachine struct {
 	ID       string            `yaml:"id"`
 	Address  string            `yaml:"address"`
 	Location string            `yaml:"location"`
-	BMC      string            `yaml:"bmc"`
+	BMC      MachineBMC        `yaml:"bmc"`
 	Vars     map[string]string `yaml:"vars"`
 }
 
+// MachineBMC is a machine's bmc: a string (free-form for the reboot
+// command, or the address when bmc_defaults gives a type) or a block.
+type MachineBMC struct {
+	Text  string
+	Block *bmcpool.Spec
+}
+
+// String is what {{.BMC}} renders: the text, or the block's address.
+func (b MachineBMC) String() string {
+	if b.Block != nil {
+		return b.Block.Address
+	}
+	return b.Text
+}
+
+// UnmarshalYAML takes a string or a block of known keys.
+func (b *MachineBMC) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Decode(&b.Text)
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if !slices.Contains(bmcpool.Fields, k.Value) {
+				return fmt.Errorf("line %d: bmc has no field %q (known: %s)", k.Line, k.Value, strings.Join(bmcpool.Fields, ", "))
+			}
+		}
+		var s bmcpool.Spec
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		b.Block = &s
+		return nil
+	}
+	return fmt.Errorf("line %d: bmc must be a string or a block of %s", n.Line, strings.Join(bmcpool.Fields, ", "))
+}
+
 // NewStaticProvider loads the inventory at path, failing with a line-precise
-// error if it is malformed.
-func NewStaticProvider(path string) (*StaticProvider, error) {
+// error if it is malformed. log receives the BMC clients' warnings (nil:
+// none).
+func NewStaticProvider(path string, log ...*slog.Logger) (*StaticProvider, error) {
+	opts := bmcpool.Options{}
+	if len(log) > 0 {
+		opts.Logger = log[0]
+	}
 	p := &StaticProvider{path: path}
-	if _, err := p.load(); err != nil {
+	inv, err := p.load()
+	if err != nil {
 		return nil, err
 	}
+	opts.RequestTimeout = inv.BMCDefaults.RequestTimeout
+	p.bmcs = bmcpool.New(opts)
 	return p, nil
 }
+
+// Close ends the BMC sessions the provider holds.
+func (p *StaticProvider) Close(ctx context.Context) error { return p.bmcs.Close(ctx) }
 
 // load reads and checks the inventory file and keeps it.
 func (p *StaticProvider) load() (*staticInventory, error) {
@@ -100,18 +189,21 @@ func (p *StaticProvider) current() *staticInventory {
 // parseInventory decodes an inventory and checks it; errors name the file
 // and line.
 func parseInventory(file string, data []byte) (*staticInventory, error) {
-	var inv staticInventory
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&inv); err != nil {
-		return nil, yamlError(file, err)
-	}
-	// Decode again as a node tree, for the lines of what is checked below.
+	// Decode as a node tree first, for the lines of what is checked below.
 	var doc yaml.Node
 	_ = yaml.Unmarshal(data, &doc)
 	line := func(path ...any) int { return nodeLine(&doc, path...) }
 	errAt := func(l int, format string, args ...any) error {
 		return fmt.Errorf("%s:%d: %s", file, l, fmt.Sprintf(format, args...))
+	}
+	if l := passwordLine(&doc); l > 0 {
+		return nil, errAt(l, "a BMC password must not be in the inventory; give password_env (an environment variable) or password_file instead")
+	}
+	var inv staticInventory
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&inv); err != nil {
+		return nil, yamlError(file, err)
 	}
 
 	if inv.Name == "" {
@@ -120,14 +212,20 @@ func parseInventory(file string, data []byte) (*staticInventory, error) {
 	if inv.RebootTimeout <= 0 {
 		inv.RebootTimeout = 10 * time.Minute
 	}
-	if inv.RebootCommand == "" {
-		return nil, errAt(1, "reboot_command is missing: give the command that power-cycles one machine, e.g. ipmitool -I lanplus -H {{.BMC}} -U admin -E chassis power cycle")
-	}
-	tmpl, err := template.New("reboot_command").Option("missingkey=error").Parse(inv.RebootCommand)
-	if err != nil {
-		return nil, errAt(line("reboot_command"), "reboot_command is not a valid template: %v", err)
+	var tmpl *template.Template
+	if inv.RebootCommand != "" {
+		var err error
+		tmpl, err = template.New("reboot_command").Option("missingkey=error").Parse(inv.RebootCommand)
+		if err != nil {
+			return nil, errAt(line("reboot_command"), "reboot_command is not a valid template: %v", err)
+		}
 	}
 	inv.reboot = tmpl
+	inv.bmcs = map[string]bmcpool.Spec{}
+	defaults := inv.BMCDefaults.Spec
+	if defaults.Address != "" || defaults.System != "" {
+		return nil, errAt(line("bmc_defaults"), "bmc_defaults cannot hold address or system: they belong to each machine's bmc")
+	}
 	seen := map[string]int{}
 	for i, m := range inv.Machines {
 		l := line("machines", i)
@@ -146,11 +244,73 @@ func parseInventory(file string, data []byte) (*staticInventory, error) {
 			return nil, errAt(line("machines", i, "address"), "machine %q: address %q is not host or host:port", m.ID, m.Address)
 		}
 		inv.Machines[i].Address = addr
+		var spec bmcpool.Spec
+		switch {
+		case m.BMC.Block != nil:
+			spec = *m.BMC.Block
+		case m.BMC.Text != "" && defaults.Type != "":
+			spec = bmcpool.Spec{Address: m.BMC.Text}
+		}
+		if spec != (bmcpool.Spec{}) {
+			spec = spec.WithDefaults(defaults)
+			if err := spec.Check(); err != nil {
+				return nil, errAt(line("machines", i, "bmc"), "machine %q: %v", m.ID, err)
+			}
+			inv.bmcs[m.ID] = spec
+			continue
+		}
+		if tmpl == nil {
+			return nil, errAt(l, "reboot_command is missing, and machine %q has no bmc with a type: give it a bmc block (type, address, ...), set bmc_defaults.type, or give reboot_command", m.ID)
+		}
 		if _, err := renderReboot(tmpl, inv.Machines[i]); err != nil {
 			return nil, errAt(line("reboot_command"), "reboot_command does not render for machine %q: %v", m.ID, err)
 		}
 	}
 	return &inv, nil
+}
+
+// passwordLine is the line of a "password" key in a bmc block or in
+// bmc_defaults, 0 if there is none.
+func passwordLine(doc *yaml.Node) int {
+	n := doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode {
+		return 0
+	}
+	inMapping := func(m *yaml.Node) int {
+		if m == nil || m.Kind != yaml.MappingNode {
+			return 0
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if strings.EqualFold(m.Content[i].Value, "password") {
+				return m.Content[i].Line
+			}
+		}
+		return 0
+	}
+	value := func(m *yaml.Node, key string) *yaml.Node {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == key {
+				return m.Content[i+1]
+			}
+		}
+		return nil
+	}
+	if l := inMapping(value(n, "bmc_defaults")); l > 0 {
+		return l
+	}
+	if ms := value(n, "machines"); ms != nil && ms.Kind == yaml.SequenceNode {
+		for _, m := range ms.Content {
+			if m.Kind == yaml.MappingNode {
+				if l := inMapping(value(m, "bmc")); l > 0 {
+					return l
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // sshAddress checks a host or host:port and adds port 22 if none is given.
@@ -223,11 +383,12 @@ func nodeLine(doc *yaml.Node, path ...any) int {
 
 type rebootVars struct {
 	StaticMachine
+	BMC        string
 	Host, Port string
 }
 
 func renderReboot(t *template.Template, m StaticMachine) (string, error) {
-	v := rebootVars{StaticMachine: m}
+	v := rebootVars{StaticMachine: m, BMC: m.BMC.String()}
 	v.Host, v.Port, _ = net.SplitHostPort(m.Address)
 	if v.Vars == nil {
 		v.Vars = map[string]string{}
@@ -287,16 +448,72 @@ func (p *StaticProvider) CreateMachine(ctx context.Context) (ProviderMachine, er
 // a failure cause.
 const rebootOutputLimit = 2048
 
-// Reboot runs the reboot command for the machine, then (unless wait_for_ssh
-// is false) waits until its SSH port accepts connections again, all within
-// reboot_timeout.
+// Reboot reboots the machine; see RebootReport.
 func (p *StaticProvider) Reboot(ctx context.Context, id string) error {
+	_, err := p.RebootReport(ctx, id)
+	return err
+}
+
+// RebootReport reboots the machine through its BMC and verifies it, or
+// runs the reboot command and then (unless wait_for_ssh is false) waits
+// until its SSH port accepts connections again, all within reboot_timeout.
+// For a BMC reboot it says what happened ("redfish ForceRestart at
+// https://10.1.0.11: Off after 4s, On after 31s, SSH after 52s"); for a
+// command, nothing.
+func (p *StaticProvider) RebootReport(ctx context.Context, id string) (string, error) {
 	m, inv, err := p.machine(id)
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, inv.RebootTimeout)
 	defer cancel()
+	if spec, ok := inv.bmcs[id]; ok {
+		c, err := p.bmcs.Get(ctx, spec)
+		if err != nil {
+			return "", fmt.Errorf("%s BMC at %s: %w", spec.Type, spec.Address, err)
+		}
+		rep, err := bmc.Reboot(ctx, c, m.Address, inv.BMCDefaults.bounds())
+		if err != nil {
+			return "", err
+		}
+		return rep.String(), nil
+	}
+	return "", p.runRebootCommand(ctx, m, inv)
+}
+
+// MachineBMC returns the machine's BMC controller, its SSH address and the
+// bounds of verified power actions, for operators' commands; ErrNoBMC if the
+// inventory gives it none.
+func (p *StaticProvider) MachineBMC(ctx context.Context, id string) (bmc.Controller, string, bmc.Bounds, error) {
+	m, inv, err := p.machine(id)
+	if err != nil {
+		return nil, "", bmc.Bounds{}, err
+	}
+	spec, ok := inv.bmcs[id]
+	if !ok {
+		return nil, m.Address, bmc.Bounds{}, fmt.Errorf("%w: machine %q of inventory %s", ErrNoBMC, id, p.path)
+	}
+	c, err := p.bmcs.Get(ctx, spec)
+	if err != nil {
+		return nil, m.Address, bmc.Bounds{}, fmt.Errorf("%s BMC at %s: %w", spec.Type, spec.Address, err)
+	}
+	return c, m.Address, inv.BMCDefaults.bounds(), nil
+}
+
+// ErrNoBMC means the inventory gives the machine no BMC with a type.
+var ErrNoBMC = errors.New("no BMC (type and address) in the inventory")
+
+// MachineIDs lists the inventory's machine ids, in its order.
+func (p *StaticProvider) MachineIDs() []string {
+	inv := p.current()
+	ids := make([]string, len(inv.Machines))
+	for i, m := range inv.Machines {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func (p *StaticProvider) runRebootCommand(ctx context.Context, m StaticMachine, inv *staticInventory) error {
 	line, err := renderReboot(inv.reboot, m)
 	if err != nil {
 		return err

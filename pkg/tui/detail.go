@@ -137,7 +137,10 @@ func (m Model) detailContent() []string {
 		head := fmt.Sprintf("  %s  %s %s", m.stampShort(h.At, now),
 			styled(processStyle(h.Process), pad(shortProcess(h.Process), 10)),
 			styled(eventStyle(h.Event), pad(h.Event, 17)))
-		who := holder(h.Component, h.Host)
+		who := h.Actor
+		if who == "" {
+			who = holder(h.Component, h.Host)
+		}
 		if who != "" {
 			who = "by " + who
 		}

@@ -213,7 +213,7 @@ func (s FleetSource) Detail(ctx context.Context, id uuid.UUID) (Detail, error) {
 	}
 	for _, h := range slices.Backward(d.History) {
 		out.History = append(out.History, HistoryItem{ID: h.ID, At: h.At, Process: string(h.Process), Event: string(h.Event),
-			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost})
+			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost, Actor: h.Actor})
 	}
 	return out, nil
 }
@@ -240,6 +240,39 @@ func (s FleetSource) ClearBackoff(ctx context.Context, id uuid.UUID, process str
 // RequestRecovery implements Source, as `bmctl recover` does.
 func (s FleetSource) RequestRecovery(ctx context.Context, id uuid.UUID) error {
 	return s.act(ctx, ops.RequestRecovery{Machines: []uuid.UUID{id}})
+}
+
+func (s FleetSource) action(a Action) ops.Action {
+	ids := []uuid.UUID{a.Machine}
+	switch a.Kind {
+	case ActionHold:
+		h := ops.Hold{Machines: ids, Reason: a.Reason}
+		if !a.Until.IsZero() {
+			h.Until = &a.Until
+		}
+		return h
+	case ActionRelease:
+		return ops.Release{Machines: ids, Reason: a.Reason}
+	}
+	return ops.CancelWork{Machines: ids, Reason: a.Reason}
+}
+
+// Preview implements Source: a dry run of the action, as --dry-run does.
+func (s FleetSource) Preview(ctx context.Context, a Action) ([]string, error) {
+	res, err := ops.Run(ctx, s.DB, s.action(a), ops.Options{Actor: s.operator(), DryRun: true})
+	if err != nil {
+		return nil, err
+	}
+	lines := make([]string, len(res.Changes))
+	for i, c := range res.Changes {
+		lines[i] = c.What
+	}
+	return lines, nil
+}
+
+// Do implements Source, as the bmctl commands do.
+func (s FleetSource) Do(ctx context.Context, a Action) error {
+	return s.act(ctx, s.action(a))
 }
 
 // alerts are the brakes' banner lines: where Recovery is stopped fleet-wide

@@ -8,7 +8,7 @@ type keyMap struct {
 	Up, Down, PageUp, PageDown, Top, Bottom             key.Binding
 	Detail, Back, Filter, Jump, Sort, SortNext, Reverse key.Binding
 	Pause, Refresh, Copy, Help, Quit                    key.Binding
-	ClearBackoff, Recover                               key.Binding
+	ClearBackoff, Recover, Hold, Release, CancelWork    key.Binding
 }
 
 func newKeyMap(allowActions bool) keyMap {
@@ -36,11 +36,17 @@ func newKeyMap(allowActions bool) keyMap {
 			key.WithHelp("b", "clear backoff")),
 		Recover: key.NewBinding(key.WithKeys("r"),
 			key.WithHelp("r", "request recovery")),
+		Hold:       key.NewBinding(key.WithKeys("h"), key.WithHelp("h", "hold")),
+		Release:    key.NewBinding(key.WithKeys("u"), key.WithHelp("u", "release holds")),
+		CancelWork: key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "cancel work")),
 	}
 	if !allowActions {
 		// Read-only: the keys do nothing and the help says how to enable them.
 		k.ClearBackoff = key.NewBinding(key.WithKeys("b"), key.WithHelp("b", "clear backoff (off)"))
 		k.Recover = key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "recovery (off)"))
+		k.Hold = key.NewBinding(key.WithKeys("h"), key.WithHelp("h", "hold (off)"))
+		k.Release = key.NewBinding(key.WithKeys("u"), key.WithHelp("u", "release (off)"))
+		k.CancelWork = key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "cancel work (off)"))
 	}
 	return k
 }
@@ -57,6 +63,7 @@ func (k keyMap) full() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
 		{k.Detail, k.Back, k.Filter, k.Jump, k.Sort, k.SortNext, k.Reverse},
-		{k.Pause, k.Refresh, k.Copy, k.ClearBackoff, k.Recover, k.Help, k.Quit},
+		{k.Pause, k.Refresh, k.Copy, k.Help, k.Quit},
+		{k.ClearBackoff, k.Recover, k.Hold, k.Release, k.CancelWork},
 	}
 }

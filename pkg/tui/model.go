@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +58,8 @@ const (
 	promptFilter
 	promptJump
 	promptConfirm
+	promptReason   // the reason of a hold or release
+	promptDuration // how long a hold lasts
 )
 
 // Model is the bubbletea model of the watch view.
@@ -110,6 +113,7 @@ type Model struct {
 	prevFilter  string
 	confirmText string
 	confirmCmd  tea.Cmd
+	action      Action // the hold, release or cancel being asked about
 }
 
 // New returns the model; run it with tea.NewProgram.
@@ -176,6 +180,11 @@ type (
 	actionMsg struct {
 		what string
 		err  error
+	}
+	previewMsg struct {
+		action Action
+		lines  []string
+		err    error
 	}
 	debounceMsg struct{}
 	tickMsg     struct{}
@@ -310,6 +319,9 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.top = max(0, msg.pos-m.visibleRows()/2)
 		m.keepCursorVisible()
 		return m, m.fetchPage()
+
+	case previewMsg:
+		return m.onPreview(msg)
 
 	case actionMsg:
 		if msg.err != nil {
@@ -500,6 +512,12 @@ func (m Model) onKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		return m.askClearBackoff()
 	case key.Matches(msg, k.Recover):
 		return m.askRecovery()
+	case key.Matches(msg, k.Hold):
+		return m.askAction(ActionHold)
+	case key.Matches(msg, k.Release):
+		return m.askAction(ActionRelease)
+	case key.Matches(msg, k.CancelWork):
+		return m.askAction(ActionCancelWork)
 	}
 	if m.mode == modeDetail {
 		return m.onDetailKey(msg)
@@ -666,8 +684,122 @@ func (m Model) askRecovery() (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
+// actionNames say what each action does, for prompts and messages.
+var actionNames = map[ActionKind]string{ActionHold: "hold", ActionRelease: "release the holds of", ActionCancelWork: "cancel the work on"}
+
+// askAction starts a hold (reason, then duration), a release (reason) or a
+// cancel; each is previewed as a dry run and confirmed before it is made.
+func (m Model) askAction(kind ActionKind) (tea.Model, tea.Cmd) {
+	if !m.opt.AllowActions {
+		m.setError("read-only: start with --allow-actions to " + strings.Fields(actionNames[kind])[0] + " machines")
+		return m, nil
+	}
+	id, ok := m.current()
+	if !ok {
+		return m, nil
+	}
+	m.action = Action{Kind: kind, Machine: id}
+	if kind == ActionCancelWork {
+		return m, m.preview()
+	}
+	m.prompt, m.input = promptReason, ""
+	return m, nil
+}
+
+// preview asks the source what the pending action would change.
+func (m Model) preview() tea.Cmd {
+	a, src, timeout := m.action, m.opt.Source, m.opt.QueryTimeout
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		lines, err := src.Preview(ctx, a)
+		return previewMsg{action: a, lines: lines, err: err}
+	}
+}
+
+func (m Model) onPreview(msg previewMsg) (tea.Model, tea.Cmd) {
+	a := msg.action
+	what := actionNames[a.Kind] + " " + shortID(a.Machine)
+	if msg.err != nil {
+		m.setError(what + ": " + msg.err.Error())
+		return m, nil
+	}
+	src := m.opt.Source
+	m.prompt = promptConfirm
+	m.confirmText = fmt.Sprintf("%s? [y/N] %s", upperFirst(what), strings.Join(msg.lines, "; "))
+	m.confirmCmd = func() tea.Msg {
+		err := src.Do(context.Background(), a)
+		return actionMsg{what: "done: " + what, err: err}
+	}
+	return m, nil
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// onActionPrompt takes the reason and the duration of a hold or release.
+func (m Model) onActionPrompt(s string) (tea.Model, tea.Cmd, bool) {
+	if s == "esc" {
+		m.prompt = promptNone
+		m.setMessage("canceled")
+		return m, nil, true
+	}
+	if s != "enter" {
+		return m, nil, false
+	}
+	input := strings.TrimSpace(m.input)
+	switch {
+	case m.prompt == promptReason && m.action.Kind == ActionHold:
+		if input == "" {
+			m.prompt = promptNone
+			m.setError("a hold needs a reason; nothing changed")
+			return m, nil, true
+		}
+		m.action.Reason = input
+		m.prompt, m.input = promptDuration, "4h"
+		return m, nil, true
+	case m.prompt == promptReason:
+		m.action.Reason = input
+	default:
+		if input != "" {
+			d, err := parseDuration(input)
+			if err != nil {
+				m.prompt = promptNone
+				m.setError(err.Error() + "; nothing changed")
+				return m, nil, true
+			}
+			m.action.Until = m.opt.Clock().Add(d)
+		}
+	}
+	m.prompt = promptNone
+	return m, m.preview(), true
+}
+
+// parseDuration reads how long a hold lasts: "90m", "4h", "2d".
+func parseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days > 0 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration (30m, 4h, 2d)", s)
+	}
+	return d, nil
+}
+
 func (m Model) onPromptKey(msg tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	s := msg.String()
+	if m.prompt == promptReason || m.prompt == promptDuration {
+		if next, cmd, done := m.onActionPrompt(s); done {
+			return next, cmd
+		}
+	}
 	if m.prompt == promptConfirm {
 		cmd := m.confirmCmd
 		m.prompt, m.confirmCmd = promptNone, nil

@@ -28,6 +28,30 @@ type Source interface {
 	ClearBackoff(ctx context.Context, id uuid.UUID, process string) error
 	// RequestRecovery makes the machine a Recovery candidate now.
 	RequestRecovery(ctx context.Context, id uuid.UUID) error
+	// Preview says what an action would change, one line per change,
+	// changing nothing; it fails when there is nothing to change.
+	Preview(ctx context.Context, a Action) ([]string, error)
+	// Do makes the action's changes and records them in history.
+	Do(ctx context.Context, a Action) error
+}
+
+// ActionKind is an operator action the view offers besides the two above.
+type ActionKind int
+
+const (
+	ActionHold ActionKind = iota + 1
+	ActionRelease
+	ActionCancelWork
+)
+
+// Action is one operator action on one machine: hold it (for every process,
+// until Until, zero: until released), release its holds, or cancel the
+// work held on it.
+type Action struct {
+	Kind    ActionKind
+	Machine uuid.UUID
+	Reason  string
+	Until   time.Time
 }
 
 // ErrNotInView means a machine exists but the current filter hides it.
@@ -184,4 +208,6 @@ type HistoryItem struct {
 	Cause     string
 	Component string
 	Host      string
+	// Actor is who did it: an operator ("alice@jump1") or component@host.
+	Actor string
 }

@@ -316,6 +316,10 @@ func (m Model) statusLine() string {
 		return styled(stylePrompt, "jump to machine: ") + m.input + "█  " + styled(styleDim, "UUID, prefix or provider id · enter jumps · esc cancels")
 	case promptConfirm:
 		return styled(styleWarn, m.confirmText)
+	case promptReason:
+		return styled(stylePrompt, actionNames[m.action.Kind]+" "+shortID(m.action.Machine)+", reason: ") + m.input + "█  " + styled(styleDim, "enter continues · esc cancels")
+	case promptDuration:
+		return styled(stylePrompt, "hold "+shortID(m.action.Machine)+" for: ") + m.input + "█  " + styled(styleDim, "30m, 4h, 2d; empty: until released · enter continues · esc cancels")
 	}
 	if m.lastErr != "" {
 		shown := ""

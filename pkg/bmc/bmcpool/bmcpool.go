@@ -122,7 +122,8 @@ type Options struct {
 	Logger         *slog.Logger
 }
 
-// Pool keeps one controller per BMC spec.
+// Pool keeps one client per BMC (address, account and trust), shared by
+// the BMC's systems: one session, one request at a time.
 type Pool struct {
 	opts Options
 
@@ -131,7 +132,7 @@ type Pool struct {
 }
 
 type entry struct {
-	ctrl bmc.Controller
+	ctrl bmc.Controller // the BMC's client
 	pw   string
 }
 
@@ -143,8 +144,17 @@ func New(opts Options) *Pool {
 	return &Pool{opts: opts, conns: map[string]*entry{}}
 }
 
+// key names a BMC: what a client is made of, the system aside.
 func key(s Spec) string {
-	return strings.Join([]string{s.Type, s.Address, s.Username, s.PasswordEnv, s.PasswordFile, s.CAFile, fmt.Sprint(s.insecure()), s.System}, "\x00")
+	return strings.Join([]string{s.Type, s.Address, s.Username, s.PasswordEnv, s.PasswordFile, s.CAFile, fmt.Sprint(s.insecure())}, "\x00")
+}
+
+// forSystem is the controller of the spec's system on the BMC's client.
+func forSystem(ctrl bmc.Controller, s Spec) bmc.Controller {
+	if rc, ok := ctrl.(*redfish.Client); ok && s.System != "" {
+		return rc.ForSystem(s.System)
+	}
+	return ctrl
 }
 
 // Get returns the controller of the BMC s describes, opening it on first
@@ -163,7 +173,7 @@ func (p *Pool) Get(ctx context.Context, s Spec) (bmc.Controller, error) {
 	e := p.conns[k]
 	p.mu.Unlock()
 	if e != nil && e.pw == pw {
-		return e.ctrl, nil
+		return forSystem(e.ctrl, s), nil
 	}
 	if e != nil {
 		_ = e.ctrl.Close(ctx)
@@ -175,10 +185,11 @@ func (p *Pool) Get(ctx context.Context, s Spec) (bmc.Controller, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if cur := p.conns[k]; cur != nil && cur != e && cur.pw == pw {
-		return cur.ctrl, nil // another caller opened it meanwhile
+		_ = ctrl.Close(ctx)
+		return forSystem(cur.ctrl, s), nil // another caller opened it meanwhile
 	}
 	p.conns[k] = &entry{ctrl: ctrl, pw: pw}
-	return ctrl, nil
+	return forSystem(ctrl, s), nil
 }
 
 func (p *Pool) open(s Spec, pw string) (bmc.Controller, error) {
@@ -186,7 +197,7 @@ func (p *Pool) open(s Spec, pw string) (bmc.Controller, error) {
 		return ipmi.New(ipmi.Config{Address: s.Address, Username: s.Username, Password: pw, Timeout: p.opts.RequestTimeout})
 	}
 	cfg := redfish.Config{
-		Address: s.Address, Username: s.Username, Password: pw, System: s.System,
+		Address: s.Address, Username: s.Username, Password: pw,
 		Insecure: s.insecure(), RequestTimeout: p.opts.RequestTimeout, Logger: p.opts.Logger,
 	}
 	if s.CAFile != "" {

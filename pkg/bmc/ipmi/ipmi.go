@@ -163,8 +163,8 @@ func sessionFailure(stderr string) bool {
 
 const stderrLimit = 1024
 
-func (c *Client) exec(ctx context.Context, cipher int, args []string) (stdout, stderr string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+func (c *Client) exec(parent context.Context, cipher int, args []string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
 	defer cancel()
 	argv := []string{"-I", "lanplus", "-H", c.host, "-p", c.port, "-U", c.cfg.Username, "-E", "-C", strconv.Itoa(cipher), "-N", "2", "-R", "2"}
 	cmd := exec.CommandContext(ctx, c.cfg.Tool, append(argv, args...)...)
@@ -186,6 +186,8 @@ func (c *Client) exec(ctx context.Context, cipher int, args []string) (stdout, s
 	switch {
 	case errors.Is(err, exec.ErrNotFound):
 		return "", "", ErrNoTool
+	case err != nil && parent.Err() != nil:
+		return "", stderr, parent.Err()
 	case err != nil && ctx.Err() != nil:
 		return "", stderr, fmt.Errorf("no answer within %s: %w", c.cfg.Timeout, ctx.Err())
 	}

@@ -171,12 +171,38 @@ type actionInfo struct {
 }
 
 // Status reads the system's power state and the reset types it allows.
-func (c *Client) Status(ctx context.Context) (bmc.Status, error) {
+func (c *Client) Status(ctx context.Context) (bmc.Status, error) { return c.status(ctx, "") }
+
+// Reset posts the system's ComputerSystem.Reset action.
+func (c *Client) Reset(ctx context.Context, t bmc.ResetType) error { return c.reset(ctx, "", t) }
+
+// ForSystem is a controller of another system of the same BMC: it shares
+// the client's session and its one-request-at-a-time. Closing it does
+// nothing; close the client.
+func (c *Client) ForSystem(path string) bmc.Controller { return &systemController{c: c, path: path} }
+
+type systemController struct {
+	c    *Client
+	path string
+}
+
+func (s *systemController) Kind() string    { return s.c.Kind() }
+func (s *systemController) Address() string { return s.c.Address() }
+func (s *systemController) Status(ctx context.Context) (bmc.Status, error) {
+	return s.c.status(ctx, s.path)
+}
+func (s *systemController) Reset(ctx context.Context, t bmc.ResetType) error {
+	return s.c.reset(ctx, s.path, t)
+}
+func (s *systemController) Close(context.Context) error { return nil }
+
+// status reads system path ("": the client's own).
+func (c *Client) status(ctx context.Context, path string) (bmc.Status, error) {
 	if err := c.lock(ctx); err != nil {
 		return bmc.Status{}, err
 	}
 	defer c.unlock()
-	sys, err := c.readSystem(ctx)
+	sys, err := c.readSystem(ctx, path)
 	if err != nil {
 		return bmc.Status{}, err
 	}
@@ -190,13 +216,12 @@ func (c *Client) Status(ctx context.Context) (bmc.Status, error) {
 	return st, nil
 }
 
-// Reset posts the system's ComputerSystem.Reset action.
-func (c *Client) Reset(ctx context.Context, t bmc.ResetType) error {
+func (c *Client) reset(ctx context.Context, path string, t bmc.ResetType) error {
 	if err := c.lock(ctx); err != nil {
 		return err
 	}
 	defer c.unlock()
-	sys, err := c.readSystem(ctx)
+	sys, err := c.readSystem(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -292,9 +317,9 @@ func (c *Client) systems(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// readSystem finds the system (once) and reads it.
-func (c *Client) readSystem(ctx context.Context) (*system, error) {
-	if c.system == "" {
+// readSystem reads system path, or the client's own system, found once.
+func (c *Client) readSystem(ctx context.Context, path string) (*system, error) {
+	if path == "" && c.system == "" {
 		ids, err := c.systems(ctx)
 		if err != nil {
 			return nil, err
@@ -308,12 +333,15 @@ func (c *Client) readSystem(ctx context.Context) (*system, error) {
 			return nil, fmt.Errorf("BMC %s has %d systems (%s); name the machine's one with system: in the inventory", c.cfg.Address, len(ids), strings.Join(ids, ", "))
 		}
 	}
+	if path == "" {
+		path = c.system
+	}
 	var sys system
-	if err := c.do(ctx, http.MethodGet, c.system, nil, &sys); err != nil {
-		return nil, fmt.Errorf("reading system %s: %w", c.system, err)
+	if err := c.do(ctx, http.MethodGet, path, nil, &sys); err != nil {
+		return nil, fmt.Errorf("reading system %s: %w", path, err)
 	}
 	if sys.ID == "" {
-		sys.ID = c.system
+		sys.ID = path
 	}
 	return &sys, nil
 }

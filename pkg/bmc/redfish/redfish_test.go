@@ -300,22 +300,43 @@ func TestNoSessionServiceUsesBasicAuth(t *testing.T) {
 	}
 }
 
-func TestRateLimitHonoursRetryAfter(t *testing.T) {
+func TestBusyBMCHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, 1, redfishsim.Faults{RateLimit: 2})
-	st, err := w.client(nil).Status(ctx(t))
-	if err != nil || st.Power != bmc.PowerOn {
-		t.Fatalf("status %+v, %v; want the 429s waited out", st, err)
+	for _, tc := range []struct {
+		name   string
+		faults redfishsim.Faults
+		status int
+	}{
+		{"429", redfishsim.Faults{RateLimit: 2}, 429},
+		{"503", redfishsim.Faults{Unavailable: 2}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, 1, tc.faults)
+			st, err := w.client(nil).Status(ctx(t))
+			if err != nil || st.Power != bmc.PowerOn {
+				t.Fatalf("status %+v, %v; want the busy answers waited out", st, err)
+			}
+			reqs := w.sim.Requests()
+			if len(reqs) < 3 || reqs[0].Status != tc.status || reqs[1].Status != tc.status || reqs[2].Status != 200 {
+				t.Fatalf("requests %+v, want two %d then success", reqs, tc.status)
+			}
+			// Retry-After: 1 means at least a second between the attempts.
+			for i := 1; i <= 2; i++ {
+				if gap := reqs[i].At.Sub(reqs[i-1].At); gap < time.Second {
+					t.Errorf("retry %d came %s after the %d, before its Retry-After of 1s", i, gap, tc.status)
+				}
+			}
+		})
 	}
-	reqs := w.sim.Requests()
-	if len(reqs) < 3 || reqs[0].Status != 429 || reqs[1].Status != 429 || reqs[2].Status != 200 {
-		t.Fatalf("requests %+v, want two 429 then success", reqs)
-	}
-	// Retry-After: 1 means at least a second between the attempts.
-	for i := 1; i <= 2; i++ {
-		if gap := reqs[i].At.Sub(reqs[i-1].At); gap < time.Second {
-			t.Errorf("retry %d came %s after the 429, before its Retry-After of 1s", i, gap)
-		}
+}
+
+func TestBusyBeyondRetriesFailsWithTheAnswer(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1, redfishsim.Faults{Unavailable: 100})
+	_, err := w.client(func(c *redfish.Config) { c.Retries = 1 }).Status(ctx(t))
+	if err == nil || !strings.Contains(err.Error(), "503 Service Unavailable: The service is temporarily unavailable.") {
+		t.Fatalf("err %v, want the 503 and the BMC's message", err)
 	}
 }
 

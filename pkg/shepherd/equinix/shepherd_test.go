@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/bmctl/bmctl/internal/metalemu"
 	"github.com/bmctl/bmctl/internal/brakestest"
+	"github.com/bmctl/bmctl/internal/metalemu"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/bmdb"
