@@ -286,9 +286,9 @@ func oldMachineCells(list []fleet.MachineSummary, now time.Time, wide bool) [][]
 		}
 		if wide {
 			rows = append(rows, []string{m.ID.String(), orDash(m.Provider), orDash(m.ProviderID), orDash(m.Address), orDash(m.Location), string(m.State),
-				work, since, session, backoff, cause, heartbeat})
+				work, since, session, backoff, cause, heartbeat, orDash(marks(&m, now))})
 		} else {
-			rows = append(rows, []string{fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat})
+			rows = append(rows, []string{fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat, orDash(marks(&m, now))})
 		}
 	}
 	return rows
