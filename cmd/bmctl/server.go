@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -85,7 +86,14 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			if err != nil {
 				return err
 			}
-			if err := bmdb.CheckSchema(url); err != nil {
+			if _, err := waitForDB(ctx, a.logger(), func(ctx context.Context) (struct{}, error) {
+				conn, err := bmdb.Open(ctx, url)
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer conn.Close()
+				return struct{}{}, conn.CheckSchema(ctx)
+			}); err != nil {
 				return err
 			}
 			// Its own pool: heartbeats commit without waiting for the disk.
