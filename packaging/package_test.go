@@ -28,8 +28,15 @@ func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test installs a Debian package: run it as root (CI does)")
 	}
-	if _, err := os.Stat(stateDir); err == nil && !installed(t) {
-		t.Fatalf("%s exists and the bmctl package is not installed: it holds someone's state, which the purge at the end of this test would delete; move it away", stateDir)
+	// Never clobber a real installation or someone's state: only what an
+	// earlier run of this test left behind.
+	if v, ok := installedVersion(); ok && !strings.Contains(v, "+pkgtest.") {
+		t.Fatalf("bmctl %s is installed on this machine; this test would replace and purge it: run it elsewhere (CI) or dpkg --purge bmctl first", v)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		if _, ok := installedVersion(); !ok {
+			t.Fatalf("%s exists and the bmctl package is not installed: it holds someone's state, which the purge at the end of this test would delete; move it away", stateDir)
+		}
 	}
 	version := "0.0.0+pkgtest." + time.Now().UTC().Format("20060102150405")
 	out := t.TempDir()
@@ -153,11 +160,15 @@ func TestDebianPackage(t *testing.T) {
 	}
 }
 
-// installed says whether dpkg knows the bmctl package (installed, or
-// removed with its config left).
-func installed(t *testing.T) bool {
-	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "bmctl").Output()
-	return err == nil && strings.Contains(string(out), "installed")
+// installedVersion is the version of the bmctl package dpkg knows
+// (installed, or removed with its config left).
+func installedVersion() (string, bool) {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status} ${Version}", "bmctl").Output()
+	if err != nil || !strings.Contains(string(out), "installed") && !strings.Contains(string(out), "config-files") {
+		return "", false
+	}
+	f := strings.Fields(string(out))
+	return f[len(f)-1], true
 }
 
 // dpkg runs dpkg with args, waiting while another dpkg or apt holds its

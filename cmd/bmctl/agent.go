@@ -56,7 +56,7 @@ exits once the detached agent runs, so the SSH session ends.
 			}
 			return agent.Detach(ctx, a.In, a.Out, agent.Spawn{
 				Path:    exe,
-				Args:    []string{"agent", "--detached", "--log-level", a.logLevel},
+				Args:    []string{"agent", "--detached", "--log-level", a.logLevel, "--log-format", a.logFormat},
 				LogFile: filepath.Join(dir, "agent.log"),
 				PIDFile: filepath.Join(dir, "agent.pid"),
 			})

@@ -107,6 +107,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 			done := make(chan error, 1)
 			go func() { done <- demo.Run(runCtx, cfg) }()
 			fmt.Fprintf(a.Err, "bmctl: demo of %d machines running (failure rate %v, seed %d); logs in %s\n", cfg.Machines, cfg.FailureRate, cfg.Seed, logFile)
+			fmt.Fprintf(a.Err, "bmctl: more shepherds can join: set -a; . %s; set +a; bmctl shepherd run\n", filepath.Join(cfg.StateDir, demo.JoinFile))
 
 			if !noTUI {
 				err := a.demoWatch(runCtx, conn, log)
@@ -125,6 +126,7 @@ A second run resumes where the last one stopped; --fresh starts over.`,
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&cfg.NoShepherd, "no-shepherd", false, "run the fleet and the endpoint only; shepherds started with the state directory's "+demo.JoinFile+" work it")
 	f.IntVar(&cfg.Machines, "machines", 50, "machines in the simulated fleet")
 	f.Float64Var(&cfg.FailureRate, "failure-rate", 0.15, "probability of each fault (0 to 1)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the faults, for reproducible runs")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/devca"
+	"github.com/bmctl/bmctl/pkg/heartbeat"
 	"github.com/bmctl/bmctl/pkg/heartbeat/hbbench"
 	"github.com/bmctl/bmctl/pkg/localpg"
 )
@@ -31,6 +32,7 @@ func newHeartbeatBenchCmd(a *app) *cobra.Command {
 		opt       hbbench.Options
 		fastDB    bool
 		inProcess bool
+		batchWait time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "heartbeat-bench",
@@ -50,6 +52,10 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			if opt.Agents < 1 || opt.Duration <= 0 || opt.MaxHeartbeats < 1 {
 				return usageError{fmt.Errorf("--agents, --duration and --max-heartbeats must be positive")}
 			}
+			if batchWait < 0 || batchWait > time.Second {
+				return usageError{fmt.Errorf("--batch-wait %s must be between 0 and 1s", batchWait)}
+			}
+			opt.BatchWait = noWaitIfZero(batchWait)
 			ctx := cmd.Context()
 			dir, err := os.MkdirTemp("", "bmctl-hbbench-")
 			if err != nil {
@@ -90,7 +96,7 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			if opt.Interval > 0 {
 				mode = fmt.Sprintf("every %s per agent (offered %.0f/s)", opt.Interval, float64(opt.Agents)/opt.Interval.Seconds())
 			}
-			fmt.Fprintf(a.Out, "agents:        %d, %s, database fsync %v\n", res.Agents, mode, !fastDB)
+			fmt.Fprintf(a.Out, "agents:        %d, %s, database fsync %v, batch wait %s\n", res.Agents, mode, !fastDB, batchWait)
 			fmt.Fprintf(a.Out, "first contact: %s for all agents (TLS handshake + hardware report)\n", res.Setup.Round(time.Millisecond))
 			fmt.Fprintf(a.Out, "heartbeats:    %d accepted, %d failed in %s\n", res.Accepted, res.Failed, res.Elapsed.Round(time.Millisecond))
 			fmt.Fprintf(a.Out, "throughput:    %.0f heartbeats/s\n", res.PerSecond)
@@ -126,6 +132,7 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 	f.IntVar(&opt.PoolSize, "pool-size", 0, "the endpoint's database connections (0: default)")
 	f.BoolVar(&fastDB, "fast-db", false, "turn fsync off in the throwaway database")
 	f.BoolVar(&inProcess, "in-process", false, "serve the endpoint in this process instead of a bmctl server process")
+	f.DurationVar(&batchWait, "batch-wait", heartbeat.DefaultBatchWait, "the endpoint's --batch-wait: longest a heartbeat waits to share a commit (0: none)")
 	return cmd
 }
 
@@ -140,7 +147,7 @@ func startBenchServer(ctx context.Context, opt *hbbench.Options) (stop func(), e
 		return nil, err
 	}
 	cmd := exec.Command(self, "server", "--db", opt.DatabaseURL, "--listen", "127.0.0.1:0",
-		"--dev-ca-dir", opt.CADir, "--dev-ca-hosts", "127.0.0.1", "--agent-rate", "1e9")
+		"--dev-ca-dir", opt.CADir, "--dev-ca-hosts", "127.0.0.1", "--agent-rate", "1e9", "--batch-wait", max(0, opt.BatchWait).String())
 	if opt.PoolSize > 0 {
 		cmd.Args[3] += fmt.Sprintf("&pool_max_conns=%d", opt.PoolSize)
 	}

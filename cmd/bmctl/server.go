@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -21,7 +22,7 @@ func newServerCmd(a *app) *cobra.Command {
 	var (
 		listen, certFile, keyFile, caDir string
 		caHosts                          []string
-		interval, stale                  time.Duration
+		interval, stale, batchWait       time.Duration
 		maxBody                          int64
 		agentRate, maxRate               float64
 	)
@@ -59,6 +60,9 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			if agentRate < 0 || maxRate < 0 {
 				return usageError{errors.New("--agent-rate and --max-rate cannot be negative")}
 			}
+			if batchWait < 0 || batchWait > time.Second {
+				return usageError{fmt.Errorf("--batch-wait %s must be between 0 and 1s", batchWait)}
+			}
 			var cert tls.Certificate
 			var err error
 			caNote := "the CA your certificate chains to"
@@ -82,7 +86,14 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			if err != nil {
 				return err
 			}
-			if err := bmdb.CheckSchema(url); err != nil {
+			if _, err := waitForDB(ctx, a.logger(), func(ctx context.Context) (struct{}, error) {
+				conn, err := bmdb.Open(ctx, url)
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer conn.Close()
+				return struct{}{}, conn.CheckSchema(ctx)
+			}); err != nil {
 				return err
 			}
 			// Its own pool: heartbeats commit without waiting for the disk.
@@ -98,7 +109,7 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			log := a.logger()
 			srv := heartbeat.New(heartbeat.Config{
 				Pool: pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
-				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate),
+				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate), BatchWait: noWaitIfZero(batchWait),
 			})
 			registerBuildMetrics(srv.Registry(), pool)
 			log.Info("heartbeat endpoint listening", "url", "https://"+ln.Addr().String(), "agents_ca", caNote, "interval", interval)
@@ -117,5 +128,14 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 	f.Int64Var(&maxBody, "max-body", heartbeat.DefaultMaxBodyBytes, "largest heartbeat request body, bytes")
 	f.Float64Var(&agentRate, "agent-rate", 0, "heartbeats per second allowed per agent key (default: two per interval, at least 2/s)")
 	f.Float64Var(&maxRate, "max-rate", 0, "heartbeats per second allowed in all, shedding load beyond it (0: no cap)")
+	f.DurationVar(&batchWait, "batch-wait", heartbeat.DefaultBatchWait, "longest a heartbeat waits for others to share its database commit (0: none)")
 	return cmd
+}
+
+// noWaitIfZero maps the flag's 0 (no wait) to heartbeat.Config's negative.
+func noWaitIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

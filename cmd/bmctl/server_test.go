@@ -33,6 +33,7 @@ func TestServerFlagsRefused(t *testing.T) {
 		{[]string{"server", "--dev-ca-dir", dir, "--heartbeat-interval", "6m"}, "at most half of --stale-heartbeat"},
 		{[]string{"server", "--dev-ca-dir", dir, "--max-body", "10"}, "too small for a hardware report"},
 		{[]string{"server", "--dev-ca-dir", dir, "--agent-rate", "-1"}, "cannot be negative"},
+		{[]string{"server", "--dev-ca-dir", dir, "--batch-wait", "2s"}, "--batch-wait 2s must be between 0 and 1s"},
 	} {
 		r := bmctl(t, "", tc.args...)
 		if r.code != 2 || !strings.Contains(r.err, tc.want) || strings.Count(r.err, "\n") != 1 {

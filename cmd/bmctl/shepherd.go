@@ -135,11 +135,13 @@ Metrics and the alert rules for them: docs/metrics.md.`,
 		if err != nil {
 			return err
 		}
-		url, err := a.databaseURL(ctx)
-		if err != nil {
-			return err
-		}
-		conn, err := bmdb.Open(ctx, url)
+		conn, err := waitForDB(ctx, log, func(ctx context.Context) (*bmdb.Conn, error) {
+			url, err := a.databaseURL(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return bmdb.Open(ctx, url)
+		})
 		if err != nil {
 			return err
 		}

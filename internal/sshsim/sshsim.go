@@ -43,6 +43,10 @@ type Config struct {
 	// OnAgentStart, if set, is called by AgentExec after it answered, with the
 	// init message and the agent key it made (the demo heart-beats with it).
 	OnAgentStart func(m *Machine, init AgentInit, key ed25519.PrivateKey)
+	// OnConnection, if set, is called when a client connects; the function it
+	// returns is called when that connection ends. Tests use it as a record
+	// of who acted on the machine when.
+	OnConnection func() (ended func())
 }
 
 // Machine is one simulated machine.
@@ -289,6 +293,9 @@ func (m *Machine) serverConfig() *ssh.ServerConfig {
 
 func (m *Machine) serveConn(power context.Context, c net.Conn) {
 	defer c.Close()
+	if m.cfg.OnConnection != nil {
+		defer m.cfg.OnConnection()()
+	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, m.serverConfig())
 	if err != nil {

@@ -389,6 +389,11 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
+// Unreachable says whether err means BMDB could not be reached or was
+// restarting, failing over or read-only: a failure that may go away by
+// itself, as opposed to a wrong URL, password or schema.
+func Unreachable(err error) bool { return transient(err) }
+
 // transient says whether err may go away by itself: the database was out of
 // reach, restarting, read-only (a standby, mid-failover), or the statement
 // lost a serialization race. Such a failure says nothing about whether a

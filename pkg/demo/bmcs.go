@@ -114,11 +114,20 @@ func (p *power) PowerOff() {
 	p.m.stopAgent()
 	p.m.mu.Lock()
 	p.m.powerGen++
+	if p.m.offEffect == nil {
+		p.m.offEffect = p.f.effect(p.m.id, "power-off")
+	}
 	p.m.mu.Unlock()
 	p.m.sim.PowerOff()
 }
 
 func (p *power) PowerOn() error {
+	p.m.mu.Lock()
+	if p.m.offEffect != nil {
+		p.m.offEffect()
+		p.m.offEffect = nil
+	}
+	p.m.mu.Unlock()
 	if !p.f.chance() {
 		return p.m.sim.PowerOn()
 	}

@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,12 +53,36 @@ type Config struct {
 	// Self is the bmctl executable: uploaded as the agent binary.
 	Self   string
 	Logger *slog.Logger
+	// NoShepherd runs the fleet, the power controller and the endpoint but
+	// no shepherd: shepherds started with StateDir/shepherd.env work it.
+	NoShepherd bool
+	// OnEffect, if set, is told of every action on a machine when it ends:
+	// an SSH connection or a power cycle, with its span. Tests use it as an
+	// independent record of side effects.
+	OnEffect func(Effect)
+}
+
+// Effect is one action on a simulated machine, seen by the machine.
+type Effect struct {
+	Machine    string // provider id
+	Kind       string // "ssh" or "power-cycle"
+	Start, End time.Time
+}
+
+// effect records the start of an action and returns what records its end.
+func (f *fleet) effect(machine, kind string) func() {
+	if f.cfg.OnEffect == nil {
+		return func() {}
+	}
+	start := time.Now()
+	return func() { f.cfg.OnEffect(Effect{Machine: machine, Kind: kind, Start: start, End: time.Now()}) }
 }
 
 // Thresholds of the demo: seconds, not minutes, so a whole cycle shows
 // within a minute.
 var (
 	HeartbeatInterval = 2 * time.Second
+	SessionInterval   = 5 * time.Second
 	Thresholds        = bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 15 * time.Second, StaleHeartbeat: 8 * time.Second}
 	AgentStartBackoff = bmdb.Backoff{Initial: 3 * time.Second, Maximum: 30 * time.Second, Exponent: 1.5}
 	RecoveryBackoff   = bmdb.Backoff{Initial: 3 * time.Second, Maximum: 20 * time.Second, Exponent: 1.5}
@@ -92,7 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	hbListener, err := net.Listen("tcp", "127.0.0.1:0")
+	hbListener, err := listenStable(filepath.Join(cfg.StateDir, "endpoint-addr"))
 	if err != nil {
 		return err
 	}
@@ -132,31 +155,39 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	shepherdCfg := shepherd.Config{
+		Conn:            cfg.Conn,
+		Providers:       []shepherd.Provider{provider},
+		Logger:          log.With("component", "shepherd"),
+		SessionInterval: SessionInterval,
+		Provisioning:    &shepherd.ProvisioningConfig{Interval: 2 * time.Second},
+		AgentStart: &shepherd.AgentStartConfig{
+			LoopConfig:  shepherd.LoopConfig{Parallelism: 8, Backoff: AgentStartBackoff, IdleWait: time.Second},
+			Signer:      signer,
+			AgentBinary: cfg.Self,
+			Endpoint:    endpoint,
+			EndpointCA:  string(ca.CertPEM),
+			DialTimeout: 5 * time.Second,
+			ExecTimeout: 10 * time.Second,
+		},
+		Recovery: &shepherd.RecoveryConfig{
+			LoopConfig:    shepherd.LoopConfig{Parallelism: 4, Backoff: RecoveryBackoff, IdleWait: time.Second},
+			Thresholds:    Thresholds,
+			RebootTimeout: 20 * time.Second,
+		},
+	}
+	joinFile, err := writeJoinFiles(cfg, shepherdCfg, inventory)
+	if err != nil {
+		hbListener.Close()
+		return err
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Serve(gctx, hbListener, cert) })
-	g.Go(func() error {
-		return shepherd.Run(gctx, shepherd.Config{
-			Conn:            cfg.Conn,
-			Providers:       []shepherd.Provider{provider},
-			Logger:          log.With("component", "shepherd"),
-			SessionInterval: 5 * time.Second,
-			Provisioning:    &shepherd.ProvisioningConfig{Interval: 2 * time.Second},
-			AgentStart: &shepherd.AgentStartConfig{
-				LoopConfig:  shepherd.LoopConfig{Parallelism: 8, Backoff: AgentStartBackoff, IdleWait: time.Second},
-				Signer:      signer,
-				AgentBinary: cfg.Self,
-				Endpoint:    endpoint,
-				EndpointCA:  string(ca.CertPEM),
-				DialTimeout: 5 * time.Second,
-				ExecTimeout: 10 * time.Second,
-			},
-			Recovery: &shepherd.RecoveryConfig{
-				LoopConfig:    shepherd.LoopConfig{Parallelism: 4, Backoff: RecoveryBackoff, IdleWait: time.Second},
-				Thresholds:    Thresholds,
-				RebootTimeout: 20 * time.Second,
-			},
-		})
-	})
+	if !cfg.NoShepherd {
+		g.Go(func() error { return shepherd.Run(gctx, shepherdCfg) })
+	}
+	log.Info("shepherds can join this fleet", "env", joinFile)
 	log.Info("demo running", "machines", cfg.Machines, "failure_rate", cfg.FailureRate, "seed", cfg.Seed, "endpoint", endpoint, "state", cfg.StateDir)
 	return g.Wait()
 }
@@ -181,7 +212,8 @@ type machine struct {
 
 	mu          sync.Mutex
 	agentCancel context.CancelFunc
-	powerGen    int // bumped by every power-off; a late SSH start of an older boot is dropped
+	powerGen    int    // bumped by every power-off; a late SSH start of an older boot is dropped
+	offEffect   func() // ends the record of the power-off under way (Config.OnEffect)
 }
 
 func newFleet(cfg Config, shepherdKey ssh.PublicKey, log *slog.Logger) (*fleet, error) {
@@ -203,6 +235,7 @@ func newFleet(cfg Config, shepherdKey ssh.PublicKey, log *slog.Logger) (*fleet, 
 			AuthorizedKeys: []ssh.PublicKey{shepherdKey},
 			HostKey:        key,
 			OnExec:         f.exec(m),
+			OnConnection:   func() func() { return f.effect(id, "ssh") },
 		})
 		if err != nil {
 			f.close()

@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,26 +14,35 @@ import (
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
-// batcher records heartbeats in batches: a heartbeat arriving while others
-// are being written waits for the next batch instead of taking its own round
-// trip and commit. Idle, a batch is one heartbeat and adds no delay; under
-// load, batches grow with the queue, up to maxBatch, with at most
-// maxRunning written at once (one database connection each).
+// batcher records heartbeats in batches, group commit style: one statement
+// and one commit per batch. A batch closes when its oldest heartbeat has
+// waited wait or it holds maxBatch; while one is written the next collects,
+// with at most maxRunning written at once (one database connection each).
+// Without the wait, moderate load makes batches of one or two, each paying
+// a statement and a commit: the database's CPU per heartbeat at 5k/s offered
+// was seven times that of a saturated endpoint.
 type batcher struct {
 	pool       *pgxpool.Pool
 	maxBatch   int
 	maxRunning int
 	maxQueue   int
+	wait       time.Duration
 	// sizes observes each batch's size.
 	sizes prometheus.Observer
 
 	mu      sync.Mutex
 	queue   []*beat
 	running int
+	// collecting: one goroutine is waiting for the queue to make a batch;
+	// only it takes from the queue.
+	collecting bool
+	// full wakes the collector early when the queue holds a whole batch.
+	full chan struct{}
 }
 
 type beat struct {
 	claim bmdb.AgentKey
+	at    time.Time
 	done  chan beatResult
 }
 
@@ -44,26 +54,34 @@ type beatResult struct {
 // errOverloaded: the queue is full; the agent should come back later.
 var errOverloaded = errors.New("heartbeat queue full")
 
-func newBatcher(pool *pgxpool.Pool, sizes prometheus.Observer) *batcher {
+func newBatcher(pool *pgxpool.Pool, wait time.Duration, sizes prometheus.Observer) *batcher {
 	running := 4
 	if pool != nil {
 		running = max(1, int(pool.Config().MaxConns)-2) // spare connections for reports and health
 	}
 	const maxBatch = 500
-	return &batcher{pool: pool, maxBatch: maxBatch, maxRunning: running, maxQueue: 20 * maxBatch, sizes: sizes}
+	return &batcher{pool: pool, maxBatch: maxBatch, maxRunning: running, maxQueue: 20 * maxBatch,
+		wait: wait, sizes: sizes, full: make(chan struct{}, 1)}
 }
 
 // record queues one heartbeat and waits for its batch.
 func (b *batcher) record(ctx context.Context, claim bmdb.AgentKey) (bool, error) {
-	bt := &beat{claim: claim, done: make(chan beatResult, 1)}
+	bt := &beat{claim: claim, at: time.Now(), done: make(chan beatResult, 1)}
 	b.mu.Lock()
 	if len(b.queue) >= b.maxQueue {
 		b.mu.Unlock()
 		return false, errOverloaded
 	}
 	b.queue = append(b.queue, bt)
-	if b.running < b.maxRunning {
+	if len(b.queue) >= b.maxBatch {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
+	if !b.collecting && b.running < b.maxRunning {
 		b.running++
+		b.collecting = true
 		go b.drain()
 	}
 	b.mu.Unlock()
@@ -75,21 +93,46 @@ func (b *batcher) record(ctx context.Context, claim bmdb.AgentKey) (bool, error)
 	}
 }
 
-// drain writes batches until the queue is empty.
+// drain collects and writes batches, starting as the collector, until the
+// queue is empty or another goroutine collects.
 func (b *batcher) drain() {
+	b.mu.Lock()
 	for {
-		b.mu.Lock()
-		n := min(len(b.queue), b.maxBatch)
-		if n == 0 {
+		if len(b.queue) == 0 {
+			b.collecting = false
 			b.running--
 			b.mu.Unlock()
 			return
 		}
-		batch := make([]*beat, n)
-		copy(batch, b.queue)
+		if d := time.Until(b.queue[0].at.Add(b.wait)); d > 0 && len(b.queue) < b.maxBatch {
+			b.mu.Unlock()
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-b.full:
+			}
+			t.Stop()
+			b.mu.Lock()
+			continue
+		}
+		n := min(len(b.queue), b.maxBatch)
+		batch := slices.Clone(b.queue[:n])
 		b.queue = append(b.queue[:0], b.queue[n:]...)
+		b.collecting = false
+		if len(b.queue) > 0 && b.running < b.maxRunning {
+			b.running++
+			b.collecting = true
+			go b.drain()
+		}
 		b.mu.Unlock()
 		b.write(batch)
+		b.mu.Lock()
+		if b.collecting {
+			b.running--
+			b.mu.Unlock()
+			return
+		}
+		b.collecting = true
 	}
 }
 

@@ -45,6 +45,10 @@ type Config struct {
 	// MaxRate caps all heartbeats together per second, shedding load before
 	// it reaches the database; 0 means no cap.
 	MaxRate rate.Limit
+	// BatchWait bounds how long a heartbeat waits for others to share its
+	// statement and commit (default 5ms); negative: no wait, a batch is what
+	// queued while the last one was written.
+	BatchWait time.Duration
 }
 
 // OpenPool opens the server's own connection pool to BMDB. Its sessions do
@@ -96,6 +100,7 @@ const (
 	DefaultInterval     = time.Minute
 	DefaultMaxBodyBytes = 64 << 10
 	DefaultAgentBurst   = 10
+	DefaultBatchWait    = 5 * time.Millisecond
 )
 
 // New makes a Server.
@@ -114,6 +119,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BatchWait == 0 {
+		cfg.BatchWait = DefaultBatchWait
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -140,7 +148,7 @@ func New(cfg Config) *Server {
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
 		}),
 	}
-	s.batch = newBatcher(cfg.Pool, s.batches)
+	s.batch = newBatcher(cfg.Pool, max(0, cfg.BatchWait), s.batches)
 	if cfg.MaxRate > 0 {
 		s.total = rate.NewLimiter(cfg.MaxRate, int(cfg.MaxRate)+1)
 	}

@@ -48,7 +48,9 @@ type Options struct {
 	Interval time.Duration
 	// PoolSize is the endpoint's database connections (0: bmdb's default).
 	PoolSize int
-	Logger   *slog.Logger
+	// BatchWait is the in-process endpoint's heartbeat.Config.BatchWait.
+	BatchWait time.Duration
+	Logger    *slog.Logger
 	// Meters read the CPU time processes apart from this one (the server,
 	// the database) have used so far, to charge the measured phase with it.
 	Meters []Meter
@@ -228,7 +230,7 @@ func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint strin
 	}
 	// Per-key limits protect from one broken agent; the bench measures the
 	// server's capacity, so they are lifted.
-	srv := heartbeat.New(heartbeat.Config{Pool: pool, Logger: opt.Logger, Interval: interval, AgentRate: rate.Inf})
+	srv := heartbeat.New(heartbeat.Config{Pool: pool, Logger: opt.Logger, Interval: interval, AgentRate: rate.Inf, BatchWait: opt.BatchWait})
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx, ln, cert) }()
