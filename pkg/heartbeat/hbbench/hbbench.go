@@ -199,15 +199,21 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	for _, a := range agents {
 		all = append(all, a.lat...)
 	}
-	slices.Sort(all)
 	res.Accepted = int64(len(all))
 	res.Failed = failed.Load()
 	res.PerSecond = float64(res.Accepted) / res.Elapsed.Seconds()
-	if len(all) > 0 {
-		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
-		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
-	}
+	quantiles(&res, all)
 	return res, nil
+}
+
+// quantiles sets res's latency quantiles from lat.
+func quantiles(res *Result, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
 }
 
 // serve runs a heartbeat server in this process until stop.
@@ -264,7 +270,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, caPEM []byte) ([]*simAgent, error) {
 	agents := make([]*simAgent, n)
 	ids := make([]uuid.UUID, n)
-	providerIDs := make([]string, n)
 	pubs := make([][]byte, n)
 	for i := range agents {
 		pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -277,7 +282,17 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			return nil, err
 		}
 		agents[i] = &simAgent{id: id, client: client}
-		ids[i], providerIDs[i], pubs[i] = id, "bench-"+id.String(), pub
+		ids[i], pubs[i] = id, pub
+	}
+	return agents, registerMachines(ctx, pool, ids, pubs)
+}
+
+// registerMachines adds provided machines with started agents of the given
+// keys, in one statement per table.
+func registerMachines(ctx context.Context, pool *pgxpool.Pool, ids []uuid.UUID, pubs [][]byte) error {
+	providerIDs := make([]string, len(ids))
+	for i, id := range ids {
+		providerIDs[i] = "bench-" + id.String()
 	}
 	_, err := pool.Exec(ctx, `INSERT INTO machines (machine_id) SELECT unnest($1::uuid[])`, ids)
 	if err == nil {
@@ -286,13 +301,13 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			SELECT id, 'bench', pid FROM unnest($1::uuid[], $2::text[]) AS u(id, pid)`, ids, providerIDs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registering bench machines: %w", err)
+		return fmt.Errorf("registering bench machines: %w", err)
 	}
 	_, err = pool.Exec(ctx, `
 		INSERT INTO machine_agent_started (machine_id, agent_started_at, agent_public_key)
 		SELECT id, now(), key FROM unnest($1::uuid[], $2::bytea[]) AS u(id, key)`, ids, pubs)
 	if err != nil {
-		return nil, fmt.Errorf("registering bench agents: %w", err)
+		return fmt.Errorf("registering bench agents: %w", err)
 	}
-	return agents, nil
+	return nil
 }
