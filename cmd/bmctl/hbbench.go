@@ -117,6 +117,7 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 					parts = append(parts, fmt.Sprintf("%s %.0fµs", name, float64(c.Used.Microseconds())/float64(res.Accepted)))
 				}
 				fmt.Fprintf(a.Out, "cpu:           per heartbeat: %s\n", strings.Join(parts, ", "))
+				fmt.Fprintf(a.Out, "wal:           %.0f bytes per heartbeat (%.1f MB/s)\n", float64(res.WALBytes)/float64(res.Accepted), float64(res.WALBytes)/1e6/res.Elapsed.Seconds())
 			}
 			if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 				fmt.Fprintf(a.Out, "load average:  %s (on %d CPUs)\n", strings.Join(strings.Fields(string(load))[:3], " "), runtime.NumCPU())
@@ -182,12 +183,18 @@ func ratioTable(ctx context.Context, a *app, opt hbbench.Options, bmctl hbbench.
 	}
 	fmt.Fprintf(a.Out, "\nratio table (measured back to back in this run, same machine and database):\n")
 	tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\theartbeats/s\tp50\tp99\tdatabase cpu/heartbeat\tbmctl's ratio")
-	fmt.Fprintf(tw, "bmctl endpoint\t%.0f\t%s\t%s\t%s\t\n", bmctl.PerSecond, ms(bmctl.P50), ms(bmctl.P99), cpu(bmctl, "database"))
-	fmt.Fprintf(tw, "transport ceiling\t%.0f\t%s\t%s\t%s\t%.2f\n",
-		transport.PerSecond, ms(transport.P50), ms(transport.P99), cpu(transport, "database"), bmctl.PerSecond/transport.PerSecond)
-	fmt.Fprintf(tw, "database ceiling\t%.0f\t%s\t%s\t%s\t%.2f\n",
-		upserts.PerSecond, ms(upserts.P50), ms(upserts.P99), cpu(upserts, "database"), bmctl.PerSecond/upserts.PerSecond)
+	wal := func(r hbbench.Result) string {
+		if r.Accepted == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0fB", float64(r.WALBytes)/float64(r.Accepted))
+	}
+	fmt.Fprintln(tw, "\theartbeats/s\tp50\tp99\tdatabase cpu/heartbeat\twal/heartbeat\tbmctl's ratio")
+	fmt.Fprintf(tw, "bmctl endpoint\t%.0f\t%s\t%s\t%s\t%s\t\n", bmctl.PerSecond, ms(bmctl.P50), ms(bmctl.P99), cpu(bmctl, "database"), wal(bmctl))
+	fmt.Fprintf(tw, "transport ceiling\t%.0f\t%s\t%s\t%s\t%s\t%.2f\n",
+		transport.PerSecond, ms(transport.P50), ms(transport.P99), cpu(transport, "database"), wal(transport), bmctl.PerSecond/transport.PerSecond)
+	fmt.Fprintf(tw, "database ceiling\t%.0f\t%s\t%s\t%s\t%s\t%.2f\n",
+		upserts.PerSecond, ms(upserts.P50), ms(upserts.P99), cpu(upserts, "database"), wal(upserts), bmctl.PerSecond/upserts.PerSecond)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -105,6 +105,10 @@ func UpsertCeiling(ctx context.Context, opt Options, workers, batch int) (Result
 	for i, m := range meters {
 		cpu0[i] = m.Read()
 	}
+	wal0, err := walMark(ctx, pool)
+	if err != nil {
+		return res, err
+	}
 	var mu sync.Mutex
 	var lat []time.Duration
 	g, gctx := errgroup.WithContext(mctx)
@@ -141,6 +145,9 @@ func UpsertCeiling(ctx context.Context, opt Options, workers, batch int) (Result
 	res.Elapsed = time.Since(start)
 	for i, m := range meters {
 		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
+	}
+	if res.WALBytes, err = walSince(ctx, pool, wal0); err != nil {
+		return res, err
 	}
 	res.Accepted = int64(len(lat) * batch)
 	res.PerSecond = float64(res.Accepted) / res.Elapsed.Seconds()

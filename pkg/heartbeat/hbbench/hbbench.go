@@ -85,6 +85,21 @@ type Result struct {
 	// ("bench": the agents, and the server when it runs here) first: on a
 	// shared machine it says more about cost than the rate does.
 	CPU []CPU
+	// WALBytes is the write-ahead log the database wrote in the measured
+	// phase: what replication and archiving carry per heartbeat.
+	WALBytes int64
+}
+
+// walMark reads the database's current WAL position.
+func walMark(ctx context.Context, pool *pgxpool.Pool) (lsn string, err error) {
+	err = pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	return lsn, err
+}
+
+// walSince is the WAL written since mark.
+func walSince(ctx context.Context, pool *pgxpool.Pool, mark string) (n int64, err error) {
+	err = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint`, mark).Scan(&n)
+	return n, err
 }
 
 type simAgent struct {
@@ -162,6 +177,10 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	for i, m := range meters {
 		cpu0[i] = m.Read()
 	}
+	wal0, err := walMark(ctx, pool)
+	if err != nil {
+		return res, err
+	}
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -194,6 +213,9 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	res.Elapsed = time.Since(start)
 	for i, m := range meters {
 		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
+	}
+	if res.WALBytes, err = walSince(ctx, pool, wal0); err != nil {
+		return res, err
 	}
 	var all []time.Duration
 	for _, a := range agents {

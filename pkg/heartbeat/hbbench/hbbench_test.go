@@ -81,8 +81,8 @@ func TestCeilings(t *testing.T) {
 	}
 
 	res, err = hbbench.UpsertCeiling(ctx, hbbench.Options{DatabaseURL: url, Agents: 20, Duration: time.Minute, MaxHeartbeats: 100}, 2, 5)
-	if err != nil || res.Accepted != 100 {
-		t.Errorf("database ceiling: %d rows (%v), want 100", res.Accepted, err)
+	if err != nil || res.Accepted != 100 || res.WALBytes <= 0 {
+		t.Errorf("database ceiling: %d rows, %d WAL bytes (%v), want 100 rows and their WAL", res.Accepted, res.WALBytes, err)
 	}
 	// The server counts every row written once the ceiling's connections
 	// have closed and reported.
