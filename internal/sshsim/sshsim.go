@@ -69,6 +69,7 @@ type Machine struct {
 	// received counts SFTP bytes written to the machine, across power cycles.
 	received int64
 	digests  int
+	noGzip   bool
 
 	wg sync.WaitGroup
 }
@@ -390,6 +391,9 @@ func (m *Machine) exec(ctx context.Context, cmd string, ch ssh.Channel) int {
 	// The machine's own tools answer whatever the exec handler does.
 	if p, ok := digestCommand(cmd); ok {
 		return m.digest(p, ch)
+	}
+	if p, ok := unpackCommand(cmd); ok {
+		return m.unpack(p, ch, ch.Stderr())
 	}
 	m.mu.Lock()
 	m.execs = append(m.execs, cmd)
