@@ -127,6 +127,13 @@ func (m *Machine) SetAuthorizedKeys(keys ...ssh.PublicKey) {
 	m.mu.Unlock()
 }
 
+// SetOnConnection replaces Config.OnConnection.
+func (m *Machine) SetOnConnection(f func() (ended func())) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.OnConnection = f
+}
+
 // SetOnExec replaces what exec requests do; nil restores AgentExec.
 func (m *Machine) SetOnExec(f ExecFunc) {
 	m.mu.Lock()
@@ -294,8 +301,11 @@ func (m *Machine) serverConfig() *ssh.ServerConfig {
 
 func (m *Machine) serveConn(power context.Context, c net.Conn) {
 	defer c.Close()
-	if m.cfg.OnConnection != nil {
-		defer m.cfg.OnConnection()()
+	m.mu.Lock()
+	onConn := m.cfg.OnConnection
+	m.mu.Unlock()
+	if onConn != nil {
+		defer onConn()()
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, m.serverConfig())
