@@ -2,6 +2,7 @@ package sshsim
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -155,21 +156,28 @@ func TestPowerCycleDropsConnectionsAndComesBackOnSamePort(t *testing.T) {
 	c2.Close()
 }
 
-// TestDigestCheck answers the shepherd's digest line like a shell with
-// coreutils: nothing and status 1 for a missing or non-executable file, else
-// sha256sum's line; the upload's bytes are counted.
-func TestDigestCheck(t *testing.T) {
-	key := clientKey(t)
+// toolsMachine is a machine whose exec handler must not run, and a client
+// connected to it.
+func toolsMachine(t *testing.T) (*Machine, *ssh.Client) {
+	t.Helper()
 	m, err := New(Config{OnExec: Fail("the agent must not run\n", 9)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	c, err := dial(m, key)
+	t.Cleanup(func() { m.Close() })
+	c, err := dial(m, clientKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return m, c
+}
+
+// TestDigestCheck answers the shepherd's digest line like a shell with
+// coreutils: nothing and status 1 for a missing or non-executable file, else
+// sha256sum's line; the upload's bytes are counted.
+func TestDigestCheck(t *testing.T) {
+	m, c := toolsMachine(t)
 	const line = `test -x '/tmp/bmctl' && sha256sum '/tmp/bmctl'`
 	run := func() (string, error) {
 		s, _ := c.NewSession()
@@ -194,5 +202,42 @@ func TestDigestCheck(t *testing.T) {
 	}
 	if m.DigestChecks() != 2 || len(m.Execs()) != 0 {
 		t.Errorf("%d digest checks and exec handler runs %q; want 2 and none", m.DigestChecks(), m.Execs())
+	}
+}
+
+// TestUnpackCompressedUpload: the shepherd's gzip line stores the unpacked
+// file, executable, and counts the compressed bytes; without gzip the shell
+// answers 127.
+func TestUnpackCompressedUpload(t *testing.T) {
+	m, c := toolsMachine(t)
+	const line = `gzip -dc > '/tmp/a.upload' && chmod 755 '/tmp/a.upload' && mv -f '/tmp/a.upload' '/tmp/a'`
+	run := func(stdin []byte) error {
+		s, _ := c.NewSession()
+		defer s.Close()
+		s.Stdin = bytes.NewReader(stdin)
+		return s.Run(line)
+	}
+	bin := bytes.Repeat([]byte("agent "), 100_000)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(bin)
+	zw.Close()
+	if err := run(gz.Bytes()); err != nil {
+		t.Fatalf("unpack: %v", err)
+	}
+	u, ok := m.Uploaded("/tmp/a")
+	if !ok || u.SHA256 != sha256.Sum256(bin) || u.Mode != 0o755 || m.BytesReceived() != int64(gz.Len()) {
+		t.Errorf("unpacked %+v (%v), %d bytes received; want the binary, mode 0755, %d compressed bytes", u, ok, m.BytesReceived(), gz.Len())
+	}
+	var exit *ssh.ExitError
+	if err := run([]byte("not gzip")); !errors.As(err, &exit) || exit.ExitStatus() != 1 {
+		t.Errorf("unpack of garbage: %v, want exit status 1", err)
+	}
+	m.SetGzip(false)
+	if err := run(gz.Bytes()); !errors.As(err, &exit) || exit.ExitStatus() != 127 {
+		t.Errorf("unpack without gzip: %v, want exit status 127", err)
+	}
+	if len(m.Execs()) != 0 {
+		t.Errorf("the exec handler ran %q; the machine's tools answer these lines", m.Execs())
 	}
 }

@@ -168,6 +168,7 @@ func TestRecoveryThroughRedfishBMC(t *testing.T) {
 			t.Errorf("power action %q, want %q..., On after, SSH after", ev.Cause, want)
 		}
 	}
+	t.Logf("history of the healthy BMC's machine:%s", events(e.history(ids[0])))
 	if got := strings.Join(seq, ","); got != "Started,PowerAction,Finished" {
 		t.Errorf("history %s, want Started,PowerAction,Finished", got)
 	}
@@ -253,7 +254,7 @@ func TestStaticInventoryBMCDefaultsAndLegacy(t *testing.T) {
 	if _, _, _, err := p.MachineBMC(context.Background(), "b"); !errors.Is(err, shepherd.ErrNoBMC) {
 		t.Errorf("machine b: %v, want ErrNoBMC", err)
 	}
-	if rep, err := p.RebootReport(context.Background(), "b"); err != nil || rep != "" {
+	if rep, err := p.RebootReport(context.Background(), "b", nil); err != nil || rep != "" {
 		t.Errorf("machine b reboots through the command: %q %v", rep, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,6 +86,35 @@ type Result struct {
 	// ("bench": the agents, and the server when it runs here) first: on a
 	// shared machine it says more about cost than the rate does.
 	CPU []CPU
+	// WALBytes is the write-ahead log the database wrote in the measured
+	// phase: what replication and archiving carry per heartbeat.
+	WALBytes int64
+}
+
+// cost measures what a phase cost: CPU time by meter (this process first)
+// and the WAL the database wrote.
+type cost struct {
+	pool   *pgxpool.Pool
+	meters []Meter
+	cpu0   []time.Duration
+	wal0   string
+}
+
+func startCost(ctx context.Context, pool *pgxpool.Pool, others []Meter) (*cost, error) {
+	c := &cost{pool: pool, meters: append([]Meter{{Name: "bench", Read: cpuTime}}, others...)}
+	for _, m := range c.meters {
+		c.cpu0 = append(c.cpu0, m.Read())
+	}
+	err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&c.wal0)
+	return c, err
+}
+
+// stop sets res.CPU and res.WALBytes to what the phase cost so far.
+func (c *cost) stop(ctx context.Context, res *Result) error {
+	for i, m := range c.meters {
+		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - c.cpu0[i]})
+	}
+	return c.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint`, c.wal0).Scan(&res.WALBytes)
 }
 
 type simAgent struct {
@@ -157,10 +187,9 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	var failed atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
-	meters := append([]Meter{{Name: "bench", Read: cpuTime}}, opt.Meters...)
-	cpu0 := make([]time.Duration, len(meters))
-	for i, m := range meters {
-		cpu0[i] = m.Read()
+	spent, err := startCost(ctx, pool, opt.Meters)
+	if err != nil {
+		return res, err
 	}
 	start = time.Now()
 	for i, a := range agents {
@@ -192,35 +221,33 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
-	for i, m := range meters {
-		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
+	if err := spent.stop(ctx, &res); err != nil {
+		return res, err
 	}
 	var all []time.Duration
 	for _, a := range agents {
 		all = append(all, a.lat...)
 	}
-	slices.Sort(all)
 	res.Accepted = int64(len(all))
 	res.Failed = failed.Load()
 	res.PerSecond = float64(res.Accepted) / res.Elapsed.Seconds()
-	if len(all) > 0 {
-		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
-		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
-	}
+	quantiles(&res, all)
 	return res, nil
+}
+
+// quantiles sets res's latency quantiles from lat.
+func quantiles(res *Result, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
 }
 
 // serve runs a heartbeat server in this process until stop.
 func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint string, caPEM []byte, stop func(), err error) {
-	ca, err := devca.Ensure(opt.CADir)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		return "", nil, nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, cert, ca, err := listenTLS(opt.CADir)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -235,6 +262,21 @@ func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint strin
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx, ln, cert) }()
 	return "https://" + ln.Addr().String(), ca.CertPEM, func() { cancel(); <-served }, nil
+}
+
+// listenTLS listens on a free loopback port, with a server certificate
+// from the development CA in caDir (created if missing).
+func listenTLS(caDir string) (net.Listener, tls.Certificate, *devca.CA, error) {
+	ca, err := devca.Ensure(caDir)
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ln, cert, ca, err
 }
 
 func cpuTime() time.Duration {
@@ -264,7 +306,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, caPEM []byte) ([]*simAgent, error) {
 	agents := make([]*simAgent, n)
 	ids := make([]uuid.UUID, n)
-	providerIDs := make([]string, n)
 	pubs := make([][]byte, n)
 	for i := range agents {
 		pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -277,7 +318,17 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			return nil, err
 		}
 		agents[i] = &simAgent{id: id, client: client}
-		ids[i], providerIDs[i], pubs[i] = id, "bench-"+id.String(), pub
+		ids[i], pubs[i] = id, pub
+	}
+	return agents, registerMachines(ctx, pool, ids, pubs)
+}
+
+// registerMachines adds provided machines with started agents of the given
+// keys, in one statement per table.
+func registerMachines(ctx context.Context, pool *pgxpool.Pool, ids []uuid.UUID, pubs [][]byte) error {
+	providerIDs := make([]string, len(ids))
+	for i, id := range ids {
+		providerIDs[i] = "bench-" + id.String()
 	}
 	_, err := pool.Exec(ctx, `INSERT INTO machines (machine_id) SELECT unnest($1::uuid[])`, ids)
 	if err == nil {
@@ -286,13 +337,13 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			SELECT id, 'bench', pid FROM unnest($1::uuid[], $2::text[]) AS u(id, pid)`, ids, providerIDs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registering bench machines: %w", err)
+		return fmt.Errorf("registering bench machines: %w", err)
 	}
 	_, err = pool.Exec(ctx, `
 		INSERT INTO machine_agent_started (machine_id, agent_started_at, agent_public_key)
 		SELECT id, now(), key FROM unnest($1::uuid[], $2::bytea[]) AS u(id, key)`, ids, pubs)
 	if err != nil {
-		return nil, fmt.Errorf("registering bench agents: %w", err)
+		return fmt.Errorf("registering bench agents: %w", err)
 	}
-	return agents, nil
+	return nil
 }
