@@ -110,8 +110,8 @@ type Results struct {
 	Seed       map[int]Throughput
 	Candidates []Latency
 	// Explain is bmctl explain's latency per fleet size.
-	Explain []Latency
-	HOT     HOTStats
+	Explain    []Latency
+	HOT        HOTStats
 	Shepherd   string // peak RSS, or why not measured
 	ShepherdOK bool
 	// ShepherdClaims the shepherd made while measured.
