@@ -1,0 +1,1 @@
+DROP FUNCTION work_claim_check(uuid, uuid, bigint);
