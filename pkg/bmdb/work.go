@@ -121,7 +121,7 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 			claimed uuid.UUID
 		)
 		err := retrying(func() (err error) {
-			found, claimed, err = s.claimOnPool(ctx, agentStartClaimCTEs, agentStartClaimCandidates, uuid.New(), ProcessShepherdAgentStart)
+			found, claimed, err = s.claim(ctx, s.conn.Pool, agentStartClaimCTEs, agentStartClaimCandidates, uuid.New(), ProcessShepherdAgentStart)
 			return err
 		})
 		switch {
@@ -147,69 +147,26 @@ var (
 	agentStartClaimCandidates = `SELECT machine_id FROM after UNION ALL SELECT machine_id FROM before`
 )
 
-// claim runs, in tx, one statement that checks the session, claims the first
-// machine the candidates query yields ($1 is arg; ctes, if any, end with a
-// comma) and records the claim: the history row exists only if the claim
-// did. found says whether there was a candidate at all. The insert's foreign
-// key locks the session row, so the sweep cannot delete it under a claim.
-// A second statement (work_claim_check, migration 0012) aborts the claim
-// with a serialization failure if the machine's history moved on after the
-// first statement's snapshot.
-func (s *Session) claim(ctx context.Context, tx pgx.Tx, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
+// claim runs one statement that checks the session, claims the first machine
+// the candidates query yields ($1 is arg; ctes, if any, end with a comma) and
+// records the claim: the history row exists only if the claim did. found
+// says whether there was a candidate at all. The insert's foreign key locks
+// the session row, so the sweep cannot delete it under a claim. A second
+// statement in the same round trip and transaction (work_claim_check,
+// migration 0012) aborts the claim with a serialization failure if the
+// machine's history moved on after the first statement's snapshot. q is a
+// pool (the batch is then its own implicit transaction) or a transaction.
+func (s *Session) claim(ctx context.Context, q batchSender, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
 	b := &pgx.Batch{}
-	var seen int64
-	s.queueClaim(b, ctes, candidates, arg, process, &found, &claimed, &seen)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return false, uuid.Nil, err
-	}
-	if claimed == uuid.Nil {
-		return found, uuid.Nil, nil
-	}
-	if _, err := tx.Exec(ctx, `SELECT work_claim_check($1, $2, $3)`, claimed, s.id, seen); err != nil {
-		return false, uuid.Nil, err
-	}
-	return found, claimed, nil
-}
-
-// claimOnPool is claim in a transaction of its own, in two round trips: the
-// claim with its BEGIN, then the check with its COMMIT.
-func (s *Session) claimOnPool(ctx context.Context, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
-	c, err := s.conn.Pool.Acquire(ctx)
-	if err != nil {
-		return false, uuid.Nil, err
-	}
-	// A connection released inside a transaction is closed by the pool.
-	defer c.Release()
-	var seen int64
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	s.queueClaim(b, ctes, candidates, arg, process, &found, &claimed, &seen)
-	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		_, _ = c.Exec(ctx, "ROLLBACK")
-		return false, uuid.Nil, err
-	}
-	end := &pgx.Batch{}
-	if claimed != uuid.Nil {
-		end.Queue(`SELECT work_claim_check($1, $2, $3)`, claimed, s.id, seen)
-	}
-	end.Queue("COMMIT")
-	if err := c.SendBatch(ctx, end).Close(); err != nil {
-		_, _ = c.Exec(ctx, "ROLLBACK")
-		return false, uuid.Nil, err
-	}
-	return found, claimed, nil
-}
-
-// queueClaim queues the claim statement; its results land in found, claimed
-// and seen (the newest history event of the machine the statement saw).
-func (s *Session) queueClaim(b *pgx.Batch, ctes, candidates string, arg any, process Process, found *bool, claimed *uuid.UUID, seen *int64) {
 	b.Queue(`
 		WITH `+ctes+` alive AS (
 			SELECT session_id FROM sessions WHERE session_id = $2 AND session_deadline > now()
 		), candidate AS (`+candidates+` LIMIT 1
 		), claimed AS (
-			INSERT INTO work (machine_id, session_id, process)
-			SELECT c.machine_id, a.session_id, $3::process FROM candidate c, alive a
+			INSERT INTO work (machine_id, session_id, process, work_claim_seen)
+			SELECT c.machine_id, a.session_id, $3::process,
+			       (SELECT coalesce(max(h.work_history_id), 0) FROM work_history h WHERE h.machine_id = c.machine_id)
+			FROM candidate c, alive a
 			ON CONFLICT DO NOTHING
 			RETURNING machine_id, process
 		), logged AS (
@@ -217,27 +174,39 @@ func (s *Session) queueClaim(b *pgx.Batch, ctes, candidates string, arg any, pro
 			SELECT machine_id, process, 'Started', $2, $4, $5 FROM claimed
 			RETURNING machine_id
 		)
-		SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM candidate), (SELECT machine_id FROM logged),
-		       (SELECT coalesce(max(h.work_history_id), 0) FROM work_history h, candidate c WHERE h.machine_id = c.machine_id)`,
+		SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM candidate), (SELECT machine_id FROM logged)`,
 		arg, s.id, process, s.component, s.host).QueryRow(func(row pgx.Row) error {
 		var alive bool
 		var id pgtype.UUID
-		err := row.Scan(&alive, found, &id, seen)
-		var pe *pgconn.PgError
-		switch {
-		case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
-			// Closed while claiming: the row went after the check.
-			s.markExpired()
-			return ErrSessionExpired
-		case err != nil:
+		if err := row.Scan(&alive, &found, &id); err != nil {
 			return err
-		case !alive:
-			s.markExpired()
+		}
+		if !alive {
 			return ErrSessionExpired
 		}
-		*claimed = id.Bytes
+		claimed = id.Bytes
 		return nil
 	})
+	b.Queue(`SELECT work_claim_check($1, $2)`, s.id, process)
+	err = q.SendBatch(ctx, b).Close()
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
+		// Closed while claiming: the row went after the check.
+		s.markExpired()
+		return false, uuid.Nil, ErrSessionExpired
+	case errors.Is(err, ErrSessionExpired):
+		s.markExpired()
+		return false, uuid.Nil, err
+	case err != nil:
+		return false, uuid.Nil, err
+	}
+	return found, claimed, nil
+}
+
+// batchSender is a pool or a transaction.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // releaseOrphans ends work that a claim whose answer was lost (the database
