@@ -86,6 +86,11 @@ type Result struct {
 	// ("bench": the agents, and the server when it runs here) first: on a
 	// shared machine it says more about cost than the rate does.
 	CPU []CPU
+	// ServerP50 and ServerP99 are the endpoint's own view of the measured
+	// phase, from its accepted-latency histogram (bucket upper bounds, a
+	// factor of 2 apart): next to P50 and P99 they tell the server's tail
+	// from the load generator's. Zero when the endpoint serves no metrics.
+	ServerP50, ServerP99 time.Duration
 	// WALBytes is the write-ahead log the database wrote in the measured
 	// phase: what replication and archiving carry per heartbeat.
 	WALBytes int64
@@ -191,6 +196,7 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	hist0, served := readAccepted(ctx, endpoint, caPEM)
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -223,6 +229,9 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	res.Elapsed = time.Since(start)
 	if err := spent.stop(ctx, &res); err != nil {
 		return res, err
+	}
+	if hist, ok := readAccepted(ctx, endpoint, caPEM); ok && served {
+		res.ServerP50, res.ServerP99 = hist.quantile(hist0, 0.50), hist.quantile(hist0, 0.99)
 	}
 	var all []time.Duration
 	for _, a := range agents {
