@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 )
 
@@ -26,7 +27,7 @@ func newStatsCmd(a *app) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 			if err != nil {
 				return err
 			}
