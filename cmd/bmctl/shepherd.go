@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -55,7 +56,7 @@ type shepherdOptions struct {
 	sshUser     string
 	agentBin    string
 	remotePath  string
-	endpoint    string
+	endpoints   []string
 	endpointCA  string
 	dialTO      time.Duration
 	uploadTO    time.Duration
@@ -114,7 +115,7 @@ Metrics and the alert rules for them: docs/metrics.md.`,
 	fs.StringVar(&o.sshUser, "ssh-user", "root", "SSH user on the machines")
 	fs.StringVar(&o.agentBin, "agent-binary", "", "agent binary to upload (default: this bmctl executable, run as \"<path> agent\")")
 	fs.StringVar(&o.remotePath, "agent-remote-path", shepherd.DefaultRemotePath, "where the agent binary goes on a machine")
-	fs.StringVar(&o.endpoint, "agent-endpoint", "", "heartbeat endpoint URL the agents report to (https://host:port); needed by agentstart")
+	fs.StringSliceVar(&o.endpoints, "agent-endpoint", nil, "heartbeat endpoint URL the agents report to (https://host:port); needed by agentstart. Repeat it or separate by commas for endpoint replicas on one BMDB: agents move to another when one fails")
 	fs.StringVar(&o.endpointCA, "agent-endpoint-ca", "", "PEM file of the CA the endpoint's certificate chains to, passed to the agents")
 	fs.DurationVar(&o.dialTO, "ssh-dial-timeout", 15*time.Second, "bound on TCP connect plus SSH handshake")
 	fs.DurationVar(&o.uploadTO, "agent-upload-timeout", 5*time.Minute, "bound on uploading the agent")
@@ -235,8 +236,13 @@ func (o *shepherdOptions) config(loadEquinix func() (equinix.Config, error), not
 		if err != nil {
 			return cfg, err
 		}
-		if o.endpoint == "" {
+		if len(o.endpoints) == 0 {
 			return cfg, usageError{errors.New("agentstart needs --agent-endpoint URL (env BMCTL_AGENT_ENDPOINT): where the agents heart-beat")}
+		}
+		for _, e := range o.endpoints {
+			if u, err := url.Parse(e); err != nil || u.Scheme != "https" || u.Host == "" {
+				return cfg, usageError{fmt.Errorf("--agent-endpoint %q is not an https://host:port URL", e)}
+			}
 		}
 		var ca []byte
 		if o.endpointCA != "" {
@@ -261,14 +267,15 @@ func (o *shepherdOptions) config(loadEquinix func() (equinix.Config, error), not
 			fmt.Fprintf(notes, "bmctl: created SSH key %s; install %s.pub in %s's authorized_keys on the machines\n", o.sshKey, o.sshKey, o.sshUser)
 		}
 		cfg.AgentStart = &shepherd.AgentStartConfig{
-			LoopConfig:  shepherd.LoopConfig{Parallelism: o.agentPar, QueryRate: o.agentRate, Backoff: back},
-			Signer:      signer,
-			User:        o.sshUser,
-			AgentBinary: bin,
-			RemotePath:  o.remotePath,
-			Endpoint:    o.endpoint,
-			EndpointCA:  string(ca),
-			DialTimeout: o.dialTO, UploadTimeout: o.uploadTO, ExecTimeout: o.execTO,
+			LoopConfig:    shepherd.LoopConfig{Parallelism: o.agentPar, QueryRate: o.agentRate, Backoff: back},
+			Signer:        signer,
+			User:          o.sshUser,
+			AgentBinary:   bin,
+			RemotePath:    o.remotePath,
+			Endpoint:      o.endpoints[0],
+			MoreEndpoints: o.endpoints[1:],
+			EndpointCA:    string(ca),
+			DialTimeout:   o.dialTO, UploadTimeout: o.uploadTO, ExecTimeout: o.execTO,
 		}
 	}
 	if on["recovery"] {

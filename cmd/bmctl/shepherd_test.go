@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +27,7 @@ import (
 func TestShepherdRunRejectsBadConfiguration(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "agent")
 	os.WriteFile(bin, []byte("agent"), 0o755)
-	base := []string{"shepherd", "run", "--db", "postgres://unused/", "--agent-binary", bin, "--agent-endpoint", "https://x:1", "--ssh-key", filepath.Join(t.TempDir(), "k")}
+	base := []string{"shepherd", "run", "--db", "postgres://unused/", "--agent-binary", bin, "--ssh-key", filepath.Join(t.TempDir(), "k")}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
@@ -38,6 +39,8 @@ func TestShepherdRunRejectsBadConfiguration(t *testing.T) {
 		{args: []string{"--provider", "static"}, want: "--provider static needs --inventory"},
 		{args: []string{"--agentstart-backoff", "5m,1m,1.2"}, want: "maximum is not a duration at least the initial one"},
 		{args: []string{"--agent-endpoint", ""}, want: "agentstart needs --agent-endpoint"},
+		{args: []string{"--agent-endpoint", "https://a:1,http://b:1"}, want: `--agent-endpoint "http://b:1" is not an https://host:port URL`},
+		{args: []string{"--agent-endpoint", "https://a:1", "--agent-endpoint", "b:1"}, want: `--agent-endpoint "b:1" is not an https://host:port URL`},
 		{args: []string{"--agentstart-parallelism", "many"}, want: "invalid argument"},
 		{env: map[string]string{"BMCTL_AGENTSTART_PARALLELISM": "many"}, want: `BMCTL_AGENTSTART_PARALLELISM="many"`},
 		{env: map[string]string{"BMCTL_LOOPS": "nap"}, want: `unknown loop "nap"`},
@@ -46,7 +49,11 @@ func TestShepherdRunRejectsBadConfiguration(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			r := bmctl(t, "", append(append([]string{}, base...), tc.args...)...)
+			args := append([]string{}, base...)
+			if !slices.Contains(tc.args, "--agent-endpoint") { // repeated, it would add one
+				args = append(args, "--agent-endpoint", "https://x:1")
+			}
+			r := bmctl(t, "", append(args, tc.args...)...)
 			if r.code != 2 || !strings.Contains(r.err, tc.want) || strings.Count(strings.TrimSpace(r.err), "\n") != 0 {
 				t.Errorf("exit %d, stderr %q; want exit 2 and one line containing %q", r.code, r.err, tc.want)
 			}

@@ -63,11 +63,13 @@ func (o Options) withDefaults() Options {
 
 // Agent heart-beats for one machine with one key.
 type Agent struct {
-	init   agentproto.Init
-	key    ed25519.PrivateKey
-	client *heartbeat.Client
-	opts   Options
-	log    *slog.Logger
+	init agentproto.Init
+	key  ed25519.PrivateKey
+	// clients has one client per endpoint replica; cur is the one in use.
+	clients []*heartbeat.Client
+	cur     int
+	opts    Options
+	log     *slog.Logger
 }
 
 // MaxInitSize caps the init message read from the shepherd.
@@ -108,16 +110,22 @@ func readInit(ctx context.Context, r io.Reader) (agentproto.Init, error) {
 // New makes an agent for init that authenticates with key.
 func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, error) {
 	opts = opts.withDefaults()
-	client, err := heartbeat.NewClient(init.Endpoint, []byte(init.EndpointCA), key, init.MachineID)
-	if err != nil {
-		return nil, fmt.Errorf("init message: %w", err)
+	var clients []*heartbeat.Client
+	for _, url := range init.URLs() {
+		client, err := heartbeat.NewClient(url, []byte(init.EndpointCA), key, init.MachineID)
+		if err != nil {
+			return nil, fmt.Errorf("init message: %w", err)
+		}
+		clients = append(clients, client)
 	}
 	return &Agent{
-		init:   init,
-		key:    key,
-		client: client,
-		opts:   opts,
-		log:    opts.Logger.With("machine", init.MachineID),
+		init:    init,
+		key:     key,
+		clients: clients,
+		// Agents start spread over the replicas, so they share the load.
+		cur:  mrand.IntN(len(clients)),
+		opts: opts,
+		log:  opts.Logger.With("machine", init.MachineID),
 	}, nil
 }
 
@@ -162,16 +170,33 @@ func (a *Agent) PublicKey() ed25519.PublicKey { return a.key.Public().(ed25519.P
 // HeartbeatOnce sends one heartbeat now and returns the endpoint's refusal
 // (a *heartbeat.StatusError) or failure, if any: for checks and debugging.
 func (a *Agent) HeartbeatOnce(ctx context.Context) error {
-	_, err := a.client.Send(ctx, heartbeat.Request{MachineID: a.init.MachineID})
+	_, err := a.clients[a.cur].Send(ctx, heartbeat.Request{MachineID: a.init.MachineID})
 	return err
+}
+
+// moveOn switches to the next endpoint replica after a failure that another
+// replica may not share: not a refusal of the key (every replica reads the
+// same BMDB) and not this key's rate limit (moving would dodge it).
+func (a *Agent) moveOn(err error) {
+	var se *heartbeat.StatusError
+	if len(a.clients) < 2 || errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusTooManyRequests) {
+		return
+	}
+	a.cur = (a.cur + 1) % len(a.clients)
+	a.log.Info("moving to another endpoint", "endpoint", a.init.URLs()[a.cur])
 }
 
 // Run heart-beats until ctx ends (returning nil) or the endpoint has refused
 // the key for GiveUpAfter (ErrSuperseded). Failures are retried with
 // exponential backoff capped at the interval, so an endpoint coming back is
 // heard from within one interval; each failure is logged with its cause.
+// With endpoint replicas, the retry after a failure goes to the next one.
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.client.Close()
+	defer func() {
+		for _, c := range a.clients {
+			c.Close()
+		}
+	}()
 	interval := a.opts.Interval
 	var (
 		hw           *heartbeat.HardwareReport
@@ -179,7 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		refusedSince time.Time
 		everAccepted bool
 	)
-	a.log.Info("agent running", "endpoint", a.init.Endpoint)
+	a.log.Info("agent running", "endpoint", a.init.URLs()[a.cur], "endpoints", len(a.clients))
 	for {
 		req := heartbeat.Request{MachineID: a.init.MachineID}
 		if hw == nil {
@@ -187,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			r := CollectHardware(a.opts.HardwareRoot)
 			req.Hardware = &r
 		}
-		resp, err := a.client.Send(ctx, req)
+		resp, err := a.clients[a.cur].Send(ctx, req)
 		if ctx.Err() != nil {
 			a.log.Info("agent stopping", "cause", context.Cause(ctx))
 			return nil
@@ -235,6 +260,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			} else {
 				a.log.Warn("heartbeat failed", "cause", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
 			}
+			a.moveOn(err)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -66,6 +66,7 @@ type endpoint struct {
 	addr string
 	ca   *devca.CA
 	conn *bmdb.Conn
+	srv  *heartbeat.Server
 	stop func()
 }
 
@@ -106,6 +107,7 @@ func (e *endpoint) start(t *testing.T) {
 	e.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := heartbeat.New(heartbeat.Config{Pool: e.conn.Pool, Interval: 200 * time.Millisecond})
+	e.srv = srv
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // MaxReplySize caps what the shepherd reads from an agent's stdout.
@@ -17,10 +18,29 @@ const MaxReplySize = 64 << 10
 // Init tells a starting agent who it is and where to heart-beat.
 type Init struct {
 	MachineID string `json:"machine_id"`
-	// Endpoint is the heartbeat endpoint's base URL (https://host:port).
+	// Endpoint is the heartbeat endpoint's base URL (https://host:port),
+	// the first of Endpoints when there are replicas.
 	Endpoint string `json:"endpoint"`
+	// Endpoints, when there are several, are every replica of the endpoint
+	// (all on one BMDB), Endpoint first: the agent heart-beats to one and
+	// moves to the next when it fails.
+	Endpoints []string `json:"endpoints,omitempty"`
 	// EndpointCA is the PEM certificate the endpoint's certificate chains to.
 	EndpointCA string `json:"endpoint_ca"`
+}
+
+// URLs are the endpoint URLs the agent may heart-beat to.
+func (i Init) URLs() []string {
+	if len(i.Endpoints) > 0 {
+		return i.Endpoints
+	}
+	return []string{i.Endpoint}
+}
+
+// Equal reports whether i and o say the same.
+func (i Init) Equal(o Init) bool {
+	return i.MachineID == o.MachineID && i.Endpoint == o.Endpoint &&
+		slices.Equal(i.Endpoints, o.Endpoints) && i.EndpointCA == o.EndpointCA
 }
 
 // Reply is the agent's answer: its init message echoed and its public key, or
@@ -49,7 +69,7 @@ func ReadReply(r io.Reader, init Init) (ed25519.PublicKey, error) {
 	if rep.Error != "" {
 		return nil, fmt.Errorf("agent reported an error: %s", rep.Error)
 	}
-	if rep.Init != init {
+	if !rep.Init.Equal(init) {
 		return nil, fmt.Errorf("agent reply does not echo the init message (got machine %q, endpoint %q)", rep.Init.MachineID, rep.Init.Endpoint)
 	}
 	if len(rep.PublicKey) != ed25519.PublicKeySize {

@@ -76,6 +76,10 @@ type Bounds struct {
 	SSH time.Duration
 	// Poll is how often the state and SSH are looked at. Default 2s.
 	Poll time.Duration
+	// Progress, if set, hears what has been seen so far and what is awaited
+	// ("redfish ForceRestart at https://10.1.0.11: Off after 4s; waiting for
+	// On"), for operators watching.
+	Progress func(string)
 }
 
 // DefaultBounds are the bounds of a real server: firmware POST takes minutes.

@@ -253,6 +253,7 @@ func (v *verifier) waitSSH(ctx context.Context) error {
 	if v.ssh == "" {
 		return nil
 	}
+	v.waiting("SSH")
 	deadline := time.Now().Add(v.b.SSH)
 	for {
 		if sshAnswers(ctx, v.ssh, v.b.Poll) {
@@ -292,7 +293,15 @@ func (v *verifier) pause(ctx context.Context, deadline time.Time) error {
 // poll reads the power state (and SSH, when there is an address) until done
 // says so or the bound passes. A BMC that fails to answer while its system
 // reboots is normal; the last error goes into the cause.
+// waiting tells Progress what is awaited now.
+func (v *verifier) waiting(what string) {
+	if v.b.Progress != nil {
+		v.b.Progress(v.report.String() + "; waiting for " + what)
+	}
+}
+
 func (v *verifier) poll(ctx context.Context, bound time.Duration, step, what string, done func(st Status, sshUp bool) bool) error {
+	v.waiting(what)
 	deadline := time.Now().Add(bound)
 	var last Status
 	var lastErr error

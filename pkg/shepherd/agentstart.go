@@ -41,6 +41,10 @@ type AgentStartConfig struct {
 	// message: where it heart-beats and how it verifies that endpoint.
 	Endpoint   string
 	EndpointCA string
+	// MoreEndpoints are further replicas of the endpoint on the same BMDB
+	// (same CA): agents are given them all and move to another when one
+	// fails.
+	MoreEndpoints []string
 	// DialTimeout bounds TCP connect plus SSH handshake; default 15s.
 	DialTimeout time.Duration
 	// UploadTimeout bounds the agent upload; default 5m.
@@ -167,6 +171,9 @@ func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx
 
 	t.SetDetail(ctx, "starting agent")
 	init := agentproto.Init{MachineID: t.Machine.MachineID.String(), Endpoint: a.cfg.Endpoint, EndpointCA: a.cfg.EndpointCA}
+	if len(a.cfg.MoreEndpoints) > 0 {
+		init.Endpoints = append([]string{a.cfg.Endpoint}, a.cfg.MoreEndpoints...)
+	}
 	var key ed25519.PublicKey
 	err = a.step(ctx, client, a.cfg.ExecTimeout, "running the agent", FailExec, func() error {
 		key, err = a.run(client, init)

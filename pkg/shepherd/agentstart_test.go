@@ -1,6 +1,7 @@
 package shepherd_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -266,5 +268,32 @@ func TestAgentStartUploadsOnlyWhatTheMachineLacks(t *testing.T) {
 	restart("the agent started after a power cycle")
 	if got := m.BytesReceived(); got != 3*first {
 		t.Errorf("after a power cycle %d bytes moved in all, want %d", got, 3*first)
+	}
+}
+
+// TestAgentStartPassesEndpointReplicas: the init names every endpoint
+// replica, the first as Endpoint too, and the agent's echo of it is accepted.
+func TestAgentStartPassesEndpointReplicas(t *testing.T) {
+	e := newEnv(t)
+	m, id, _ := e.machine()
+	inits := make(chan agentproto.Init, 1)
+	m.SetOnExec(func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) int {
+		in, _ := io.ReadAll(stdin)
+		var init agentproto.Init
+		_ = json.Unmarshal(in, &init)
+		select {
+		case inits <- init:
+		default:
+		}
+		return m.AgentExec(ctx, cmd, bytes.NewReader(in), stdout, stderr)
+	})
+	cfg := e.agentStart()
+	cfg.MoreEndpoints = []string{"https://127.0.0.2:8443", "https://127.0.0.3:8443"}
+	e.run(shepherd.Config{AgentStart: cfg})
+	waitFor(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
+	init := <-inits
+	want := []string{cfg.Endpoint, "https://127.0.0.2:8443", "https://127.0.0.3:8443"}
+	if init.Endpoint != cfg.Endpoint || !slices.Equal(init.Endpoints, want) || !slices.Equal(init.URLs(), want) {
+		t.Errorf("init names endpoint %q and replicas %q, want %q and %q", init.Endpoint, init.Endpoints, cfg.Endpoint, want)
 	}
 }

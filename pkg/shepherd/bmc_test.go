@@ -253,7 +253,7 @@ func TestStaticInventoryBMCDefaultsAndLegacy(t *testing.T) {
 	if _, _, _, err := p.MachineBMC(context.Background(), "b"); !errors.Is(err, shepherd.ErrNoBMC) {
 		t.Errorf("machine b: %v, want ErrNoBMC", err)
 	}
-	if rep, err := p.RebootReport(context.Background(), "b"); err != nil || rep != "" {
+	if rep, err := p.RebootReport(context.Background(), "b", nil); err != nil || rep != "" {
 		t.Errorf("machine b reboots through the command: %q %v", rep, err)
 	}
 }

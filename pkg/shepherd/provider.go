@@ -59,7 +59,8 @@ type Provider interface {
 
 // RebootReporter is a provider whose reboots say what they did (a BMC's
 // verified reset and how long each step took); Recovery records it in the
-// machine's history as a PowerAction event.
+// machine's history as a PowerAction event. progress, if not nil, hears
+// each step as it happens (Recovery shows it as the work's detail).
 type RebootReporter interface {
-	RebootReport(ctx context.Context, id string) (report string, err error)
+	RebootReport(ctx context.Context, id string, progress func(string)) (report string, err error)
 }

@@ -84,7 +84,7 @@ func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.T
 	var report string
 	var err error
 	if rr, ok := p.(RebootReporter); ok {
-		report, err = rr.RebootReport(rctx, t.Machine.ProviderID)
+		report, err = rr.RebootReport(rctx, t.Machine.ProviderID, func(step string) { t.SetDetail(ctx, step) })
 	} else {
 		err = p.Reboot(rctx, t.Machine.ProviderID)
 	}

@@ -450,7 +450,7 @@ const rebootOutputLimit = 2048
 
 // Reboot reboots the machine; see RebootReport.
 func (p *StaticProvider) Reboot(ctx context.Context, id string) error {
-	_, err := p.RebootReport(ctx, id)
+	_, err := p.RebootReport(ctx, id, nil)
 	return err
 }
 
@@ -460,7 +460,7 @@ func (p *StaticProvider) Reboot(ctx context.Context, id string) error {
 // For a BMC reboot it says what happened ("redfish ForceRestart at
 // https://10.1.0.11: Off after 4s, On after 31s, SSH after 52s"); for a
 // command, nothing.
-func (p *StaticProvider) RebootReport(ctx context.Context, id string) (string, error) {
+func (p *StaticProvider) RebootReport(ctx context.Context, id string, progress func(string)) (string, error) {
 	m, inv, err := p.machine(id)
 	if err != nil {
 		return "", err
@@ -472,7 +472,9 @@ func (p *StaticProvider) RebootReport(ctx context.Context, id string) (string, e
 		if err != nil {
 			return "", fmt.Errorf("%s BMC at %s: %w", spec.Type, spec.Address, err)
 		}
-		rep, err := bmc.Reboot(ctx, c, m.Address, inv.BMCDefaults.bounds())
+		b := inv.BMCDefaults.bounds()
+		b.Progress = progress
+		rep, err := bmc.Reboot(ctx, c, m.Address, b)
 		if err != nil {
 			return "", err
 		}

@@ -2,6 +2,7 @@ package bmcpool_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +130,21 @@ func TestPasswordSources(t *testing.T) {
 	r := bmcpool.Spec{Type: "redfish", Address: "https://10.0.0.1", Username: "admin", PasswordEnv: "BMCTL_POOL_TEST_PW", CAFile: empty}
 	if _, err := pool.Get(ctx, r); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Errorf("bad CA: %v", err)
+	}
+}
+
+func TestInsecureWarnsOncePerBMC(t *testing.T) {
+	var logs strings.Builder
+	pool := bmcpool.New(bmcpool.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Setenv("BMCTL_POOL_TEST_PW", "x")
+	yes := true
+	for _, system := range []string{"/redfish/v1/Systems/1", "/redfish/v1/Systems/2", "/redfish/v1/Systems/1"} {
+		s := bmcpool.Spec{Type: "redfish", Address: "https://10.0.0.9", Username: "admin", PasswordEnv: "BMCTL_POOL_TEST_PW", Insecure: &yes, System: system}
+		if _, err := pool.Get(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "TLS certificate verification is off"); n != 1 || !strings.Contains(logs.String(), "bmc=https://10.0.0.9") {
+		t.Errorf("%d warnings, want one naming the BMC:\n%s", n, logs.String())
 	}
 }

@@ -118,9 +118,18 @@ func TestRebootUsesForceRestartAndSeesEveryStep(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1, redfishsim.Faults{})
 	c := w.client(nil)
-	rep, err := bmc.Reboot(ctx(t), c, w.ssh[0].Addr(), bounds)
+	var progress []string
+	b := bounds
+	b.Progress = func(s string) { progress = append(progress, s) }
+	rep, err := bmc.Reboot(ctx(t), c, w.ssh[0].Addr(), b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	prefix := "redfish ForceRestart at " + w.sim.URL()
+	if len(progress) != 3 || progress[0] != prefix+"; waiting for Off or SSH going away" ||
+		!strings.HasPrefix(progress[1], prefix+": Off after ") || !strings.HasSuffix(progress[1], "; waiting for On") ||
+		!strings.Contains(progress[2], ", On after ") || !strings.HasSuffix(progress[2], "; waiting for SSH") {
+		t.Errorf("progress %q", progress)
 	}
 	if got := w.sim.Resets(); !slices.Equal(got, []string{"ForceRestart"}) {
 		t.Errorf("resets %v, want one ForceRestart", got)
