@@ -115,7 +115,9 @@ func CheckGrants(ctx context.Context, db DBTX, role Role) error {
 }
 
 // CheckGrants is CheckGrants over the connection's pool.
-func (c *Conn) CheckGrants(ctx context.Context, role Role) error { return CheckGrants(ctx, c.Pool, role) }
+func (c *Conn) CheckGrants(ctx context.Context, role Role) error {
+	return CheckGrants(ctx, c.Pool, role)
+}
 
 // UngrantedObjects lists the tables, views, sequences and functions of the
 // schema that bmdb_grants has no decision for: an object added by a migration
