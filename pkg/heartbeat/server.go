@@ -314,7 +314,7 @@ func (s *Server) record(ctx context.Context, machine uuid.UUID, key ed25519.Publ
 	if hw == nil {
 		return s.batch.record(ctx, bmdb.AgentKey{Machine: machine, Key: key})
 	}
-	report, err := json.Marshal(hw) // our struct, not the client's bytes
+	report, err := json.Marshal(hw.storable()) // our struct, not the client's bytes
 	if err != nil {
 		return false, err
 	}

@@ -41,7 +41,9 @@ func (e *Error) Error() string {
 		parts = append(parts, e.Body)
 	}
 	if len(parts) > 0 {
-		s += ": " + strings.Join(parts, "; ")
+		// The BMC's words on one line: a cause is a log line and a history
+		// entry (FuzzParseError).
+		s += ": " + strings.Join(strings.Fields(strings.Join(parts, "; ")), " ")
 	}
 	return s
 }
