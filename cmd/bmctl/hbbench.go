@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,7 @@ func newHeartbeatBenchCmd(a *app) *cobra.Command {
 		fastDB    bool
 		inProcess bool
 		batchWait time.Duration
+		ratio     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "heartbeat-bench",
@@ -87,7 +89,8 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 				}
 				defer stop()
 			}
-			opt.Meters = append(opt.Meters, hbbench.Meter{Name: "database", Read: func() time.Duration { return clusterCPU(cluster) }})
+			dbMeter := hbbench.Meter{Name: "database", Read: func() time.Duration { return clusterCPU(cluster) }}
+			opt.Meters = append(opt.Meters, dbMeter)
 			res, err := hbbench.Run(ctx, opt)
 			if err != nil {
 				return err
@@ -114,6 +117,7 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 					parts = append(parts, fmt.Sprintf("%s %.0fµs", name, float64(c.Used.Microseconds())/float64(res.Accepted)))
 				}
 				fmt.Fprintf(a.Out, "cpu:           per heartbeat: %s\n", strings.Join(parts, ", "))
+				fmt.Fprintf(a.Out, "wal:           %.0f bytes per heartbeat (%.1f MB/s)\n", float64(res.WALBytes)/float64(res.Accepted), float64(res.WALBytes)/1e6/res.Elapsed.Seconds())
 			}
 			if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 				fmt.Fprintf(a.Out, "load average:  %s (on %d CPUs)\n", strings.Join(strings.Fields(string(load))[:3], " "), runtime.NumCPU())
@@ -121,7 +125,10 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			if res.FirstError != "" {
 				fmt.Fprintf(a.Out, "first failure: %s\n", res.FirstError)
 			}
-			return nil
+			if !ratio {
+				return nil
+			}
+			return ratioTable(ctx, a, opt, res, dbMeter, filepath.Join(dir, "bare-ca"))
 		},
 	}
 	f := cmd.Flags()
@@ -132,8 +139,71 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 	f.IntVar(&opt.PoolSize, "pool-size", 0, "the endpoint's database connections (0: default)")
 	f.BoolVar(&fastDB, "fast-db", false, "turn fsync off in the throwaway database")
 	f.BoolVar(&inProcess, "in-process", false, "serve the endpoint in this process instead of a bmctl server process")
+	f.BoolVar(&ratio, "ratio", false, "then measure the transport ceiling (a bare mutual-TLS server, no database) and the database ceiling (a plain batched upsert loop), and print bmctl's ratio to each")
 	f.DurationVar(&batchWait, "batch-wait", heartbeat.DefaultBatchWait, "the endpoint's --batch-wait: longest a heartbeat waits to share a commit (0: none)")
 	return cmd
+}
+
+// ratioTable measures the two ceilings after the endpoint's run, on the
+// same database and machine, and prints the three side by side.
+func ratioTable(ctx context.Context, a *app, opt hbbench.Options, bmctl hbbench.Result, db hbbench.Meter, caDir string) error {
+	interval := opt.Interval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	bare, ca, stop, err := hbbench.ServeBare(caDir, interval)
+	if err != nil {
+		return err
+	}
+	topt := opt
+	topt.Endpoint, topt.EndpointCA, topt.Meters = bare, ca, []hbbench.Meter{db}
+	transport, err := hbbench.Run(ctx, topt)
+	stop()
+	if err != nil {
+		return fmt.Errorf("transport ceiling: %w", err)
+	}
+	const workers = 4
+	batch := min(500, opt.Agents/workers)
+	if batch < 1 {
+		return usageError{errors.New("--ratio needs at least 4 agents")}
+	}
+	dopt := opt
+	dopt.Meters = []hbbench.Meter{db}
+	upserts, err := hbbench.UpsertCeiling(ctx, dopt, workers, batch)
+	if err != nil {
+		return fmt.Errorf("database ceiling: %w", err)
+	}
+	cpu := func(r hbbench.Result, name string) string {
+		for _, c := range r.CPU {
+			if c.Name == name && r.Accepted > 0 {
+				return fmt.Sprintf("%.0fµs", float64(c.Used.Microseconds())/float64(r.Accepted))
+			}
+		}
+		return "-"
+	}
+	fmt.Fprintf(a.Out, "\nratio table (measured back to back in this run, same machine and database):\n")
+	tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
+	wal := func(r hbbench.Result) string {
+		if r.Accepted == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0fB", float64(r.WALBytes)/float64(r.Accepted))
+	}
+	fmt.Fprintln(tw, "\theartbeats/s\tp50\tp99\tdatabase cpu/heartbeat\twal/heartbeat\tbmctl's ratio")
+	fmt.Fprintf(tw, "bmctl endpoint\t%.0f\t%s\t%s\t%s\t%s\t\n", bmctl.PerSecond, ms(bmctl.P50), ms(bmctl.P99), cpu(bmctl, "database"), wal(bmctl))
+	fmt.Fprintf(tw, "transport ceiling\t%.0f\t%s\t%s\t%s\t%s\t%.2f\n",
+		transport.PerSecond, ms(transport.P50), ms(transport.P99), cpu(transport, "database"), wal(transport), bmctl.PerSecond/transport.PerSecond)
+	fmt.Fprintf(tw, "database ceiling\t%.0f\t%s\t%s\t%s\t%s\t%.2f\n",
+		upserts.PerSecond, ms(upserts.P50), ms(upserts.P99), cpu(upserts, "database"), wal(upserts), bmctl.PerSecond/upserts.PerSecond)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.Out, "transport ceiling: the same agents against a bare mutual-TLS server in the bench process that answers without the database")
+	fmt.Fprintf(a.Out, "database ceiling:  %d connections upserting %d heartbeat rows per statement in a closed loop, no checks (latency per statement)\n", workers, batch)
+	if opt.Interval > 0 {
+		fmt.Fprintln(a.Out, "(with --interval the endpoint and the transport ceiling serve the offered load; compare latency and CPU; the database ceiling is a closed loop)")
+	}
+	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }

@@ -115,6 +115,8 @@ type BMC struct {
 	requests []Request
 	resets   []string
 	closed   bool
+	inFlight int
+	peak     int // most requests in flight at once
 }
 
 type system struct {
@@ -248,6 +250,13 @@ func (b *BMC) Requests() []Request {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]Request(nil), b.requests...)
+}
+
+// PeakConcurrency is the most requests the BMC was answering at once.
+func (b *BMC) PeakConcurrency() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak
 }
 
 // Resets returns the reset types performed so far, in order.
@@ -417,9 +426,14 @@ func (b *BMC) routes() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: 200}
 		at := time.Now()
+		b.mu.Lock()
+		b.inFlight++
+		b.peak = max(b.peak, b.inFlight)
+		b.mu.Unlock()
 		defer func() {
 			auth := b.authKind(r)
 			b.mu.Lock()
+			b.inFlight--
 			b.requests = append(b.requests, Request{Method: r.Method, Path: r.URL.Path, Auth: auth, Status: sw.status, At: at})
 			b.mu.Unlock()
 		}()

@@ -69,7 +69,8 @@ func (f *fleet) bmcFaults(id string) redfishsim.Faults {
 	}
 }
 
-// transientBMCFaults makes BMCs misbehave for a few seconds now and then.
+// transientBMCFaults makes BMCs misbehave for a few seconds now and then:
+// time out, refuse resets or new sessions, rate-limit.
 func (f *fleet) transientBMCFaults(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
@@ -85,13 +86,16 @@ func (f *fleet) transientBMCFaults(ctx context.Context) {
 			}
 			m := f.machines[id]
 			faults := m.bmcFaults
-			switch f.between(0, 2) {
+			switch f.between(0, 3) {
 			case 0:
 				f.log.Info("fault: BMC stops answering for a while", "machine", id)
 				faults.Hang = true
 			case 1:
 				f.log.Info("fault: BMC answers resets with an error for a while", "machine", id)
 				faults.ResetError = true
+			case 2:
+				f.log.Info("fault: BMC's session table is full for a while (new sessions refused)", "machine", id)
+				faults.SessionLimit = true
 			default:
 				f.log.Info("fault: BMC rate-limits", "machine", id)
 				faults.RateLimit = 3

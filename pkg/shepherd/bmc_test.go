@@ -168,6 +168,7 @@ func TestRecoveryThroughRedfishBMC(t *testing.T) {
 			t.Errorf("power action %q, want %q..., On after, SSH after", ev.Cause, want)
 		}
 	}
+	t.Logf("history of the healthy BMC's machine:%s", events(e.history(ids[0])))
 	if got := strings.Join(seq, ","); got != "Started,PowerAction,Finished" {
 		t.Errorf("history %s, want Started,PowerAction,Finished", got)
 	}

@@ -87,6 +87,9 @@ func TestSystemsOfOneBMCShareASession(t *testing.T) {
 	if created != 1 {
 		t.Errorf("%d sessions created for one BMC, want 1", created)
 	}
+	if n := sim.PeakConcurrency(); n != 1 {
+		t.Errorf("the BMC answered %d requests at once, want one at a time", n)
+	}
 	if err := pool.Close(ctx); err != nil || sim.Sessions() != 0 {
 		t.Errorf("close: %v, %d sessions left", err, sim.Sessions())
 	}

@@ -85,6 +85,21 @@ type Result struct {
 	// ("bench": the agents, and the server when it runs here) first: on a
 	// shared machine it says more about cost than the rate does.
 	CPU []CPU
+	// WALBytes is the write-ahead log the database wrote in the measured
+	// phase: what replication and archiving carry per heartbeat.
+	WALBytes int64
+}
+
+// walMark reads the database's current WAL position.
+func walMark(ctx context.Context, pool *pgxpool.Pool) (lsn string, err error) {
+	err = pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
+	return lsn, err
+}
+
+// walSince is the WAL written since mark.
+func walSince(ctx context.Context, pool *pgxpool.Pool, mark string) (n int64, err error) {
+	err = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint`, mark).Scan(&n)
+	return n, err
 }
 
 type simAgent struct {
@@ -162,6 +177,10 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	for i, m := range meters {
 		cpu0[i] = m.Read()
 	}
+	wal0, err := walMark(ctx, pool)
+	if err != nil {
+		return res, err
+	}
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -195,19 +214,28 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	for i, m := range meters {
 		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
 	}
+	if res.WALBytes, err = walSince(ctx, pool, wal0); err != nil {
+		return res, err
+	}
 	var all []time.Duration
 	for _, a := range agents {
 		all = append(all, a.lat...)
 	}
-	slices.Sort(all)
 	res.Accepted = int64(len(all))
 	res.Failed = failed.Load()
 	res.PerSecond = float64(res.Accepted) / res.Elapsed.Seconds()
-	if len(all) > 0 {
-		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
-		res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
-	}
+	quantiles(&res, all)
 	return res, nil
+}
+
+// quantiles sets res's latency quantiles from lat.
+func quantiles(res *Result, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	res.P50, res.P90, res.P99, res.Max = q(0.50), q(0.90), q(0.99), lat[len(lat)-1]
 }
 
 // serve runs a heartbeat server in this process until stop.
@@ -264,7 +292,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, caPEM []byte) ([]*simAgent, error) {
 	agents := make([]*simAgent, n)
 	ids := make([]uuid.UUID, n)
-	providerIDs := make([]string, n)
 	pubs := make([][]byte, n)
 	for i := range agents {
 		pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -277,7 +304,17 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			return nil, err
 		}
 		agents[i] = &simAgent{id: id, client: client}
-		ids[i], providerIDs[i], pubs[i] = id, "bench-"+id.String(), pub
+		ids[i], pubs[i] = id, pub
+	}
+	return agents, registerMachines(ctx, pool, ids, pubs)
+}
+
+// registerMachines adds provided machines with started agents of the given
+// keys, in one statement per table.
+func registerMachines(ctx context.Context, pool *pgxpool.Pool, ids []uuid.UUID, pubs [][]byte) error {
+	providerIDs := make([]string, len(ids))
+	for i, id := range ids {
+		providerIDs[i] = "bench-" + id.String()
 	}
 	_, err := pool.Exec(ctx, `INSERT INTO machines (machine_id) SELECT unnest($1::uuid[])`, ids)
 	if err == nil {
@@ -286,13 +323,13 @@ func register(ctx context.Context, pool *pgxpool.Pool, n int, endpoint string, c
 			SELECT id, 'bench', pid FROM unnest($1::uuid[], $2::text[]) AS u(id, pid)`, ids, providerIDs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registering bench machines: %w", err)
+		return fmt.Errorf("registering bench machines: %w", err)
 	}
 	_, err = pool.Exec(ctx, `
 		INSERT INTO machine_agent_started (machine_id, agent_started_at, agent_public_key)
 		SELECT id, now(), key FROM unnest($1::uuid[], $2::bytea[]) AS u(id, key)`, ids, pubs)
 	if err != nil {
-		return nil, fmt.Errorf("registering bench agents: %w", err)
+		return fmt.Errorf("registering bench agents: %w", err)
 	}
-	return agents, nil
+	return nil
 }

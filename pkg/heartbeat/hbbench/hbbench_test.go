@@ -49,3 +49,58 @@ func TestRunCountsWhatLands(t *testing.T) {
 		t.Errorf("%d heartbeat tags and %d hardware reports, want %d each", beats, reports, agents)
 	}
 }
+
+// TestCeilings: the transport ceiling answers every heartbeat and writes
+// nothing; the database ceiling writes every row it counts.
+func TestCeilings(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	beats := func() (n int) {
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM machine_agent_heartbeat`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	bare, ca, stop, err := hbbench.ServeBare(t.TempDir(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := hbbench.Run(ctx, hbbench.Options{DatabaseURL: url, Endpoint: bare, EndpointCA: ca, Agents: 5, Duration: time.Minute, MaxHeartbeats: 50})
+	stop()
+	if err != nil || res.Accepted != 50 || res.Failed != 0 {
+		t.Errorf("transport ceiling: accepted %d, failed %d (%v, %s); want all 50", res.Accepted, res.Failed, err, res.FirstError)
+	}
+	if n := beats(); n != 0 {
+		t.Errorf("the transport ceiling wrote %d heartbeats; it must not touch the database", n)
+	}
+
+	res, err = hbbench.UpsertCeiling(ctx, hbbench.Options{DatabaseURL: url, Agents: 20, Duration: time.Minute, MaxHeartbeats: 100}, 2, 5)
+	if err != nil || res.Accepted != 100 || res.WALBytes <= 0 {
+		t.Errorf("database ceiling: %d rows, %d WAL bytes (%v), want 100 rows and their WAL", res.Accepted, res.WALBytes, err)
+	}
+	// The server counts every row written once the ceiling's connections
+	// have closed and reported.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var written int
+		if err := c.QueryRow(ctx, `SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = 'machine_agent_heartbeat'`).Scan(&written); err != nil {
+			t.Fatal(err)
+		}
+		if written == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the database counts %d heartbeat rows written, want the ceiling's 100", written)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := beats(); n < 5 || n > 20 {
+		t.Errorf("%d machines with heartbeats after the database ceiling, want some of its 20", n)
+	}
+}
