@@ -31,6 +31,9 @@ type Cluster struct {
 	Fast bool
 	// Log receives the server's log; defaults to Dir/postgres.log.
 	LogFile string
+	// Options are more server settings ("-c ssl=on"), after the defaults:
+	// a test that needs TLS over TCP turns them on here.
+	Options []string
 
 	bin  string
 	cred *syscall.Credential
@@ -203,6 +206,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.Fast {
 		opts = append(opts, "-c fsync=off", "-c full_page_writes=off", "-c synchronous_commit=off")
 	}
+	opts = append(opts, c.Options...)
 	lf := c.logFile()
 	if f, err := os.OpenFile(lf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
 		f.Close()
