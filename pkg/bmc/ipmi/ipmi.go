@@ -196,6 +196,7 @@ func (c *Client) exec(parent context.Context, cipher int, args []string) (stdout
 	if len(stderr) > stderrLimit {
 		stderr = stderr[:stderrLimit] + "..."
 	}
+	stderr = strings.ToValidUTF8(stderr, "?")
 	switch {
 	case errors.Is(err, exec.ErrNotFound):
 		return "", "", ErrNoTool

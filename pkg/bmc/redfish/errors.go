@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 )
 
 // ErrCredentials means the BMC refused the username and password.
@@ -115,20 +114,20 @@ func parseError(method, path string, status int, body []byte) *Error {
 		if e.Message == "" {
 			e.Message = e.Code
 		}
+		// What a BMC says goes into one-line causes and history rows.
+		e.Code, e.Message, e.Detail = printable([]byte(e.Code), 200), printable([]byte(e.Message), 500), printable([]byte(e.Detail), 500)
 		return e
 	}
 	e.Body = printable(body, 200)
 	return e
 }
 
-// printable is the start of a body, on one line, for a cause.
+// printable is the start of a text, on one line of valid UTF-8, for a
+// cause.
 func printable(b []byte, limit int) string {
-	s := strings.Join(strings.Fields(string(b)), " ")
-	if !utf8.ValidString(s) {
-		return ""
-	}
+	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
 	if len(s) > limit {
-		s = s[:limit] + "..."
+		s = strings.ToValidUTF8(s[:limit], "") + "..."
 	}
 	return s
 }
