@@ -40,9 +40,7 @@ func (e *Error) Error() string {
 		parts = append(parts, e.Body)
 	}
 	if len(parts) > 0 {
-		// The BMC's words on one line: a cause is a log line and a history
-		// entry (FuzzParseError).
-		s += ": " + strings.Join(strings.Fields(strings.Join(parts, "; ")), " ")
+		s += ": " + strings.Join(parts, "; ")
 	}
 	return s
 }

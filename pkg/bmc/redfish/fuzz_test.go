@@ -10,24 +10,6 @@ import (
 	"time"
 )
 
-// FuzzParseError reads whatever error body a BMC answers: never a panic,
-// and the error is one line (it becomes a log line and a history cause).
-func FuzzParseError(f *testing.F) {
-	for _, s := range []string{
-		`{"error":{"code":"Base.1.8.GeneralError","message":"A general error has occurred.","@Message.ExtendedInfo":[{"MessageId":"Base.1.8.ActionNotSupported","Message":"The action is not supported.","Severity":"Warning","Resolution":"Check the action."}]}}`,
-		`{"error":{"code":"x","message":"first\nsecond","@Message.ExtendedInfo":[{"Message":"a\r\nb","Resolution":"c\nd","MessageSeverity":"Critical"}]}}`,
-		`<html><body>500</body></html>`, ``, `{"error":null}`, "\xff\xfe",
-	} {
-		f.Add(s, 500)
-	}
-	f.Fuzz(func(t *testing.T, body string, status int) {
-		e := parseError(http.MethodGet, "/redfish/v1/Systems/1", status, []byte(body))
-		if msg := e.Error(); strings.ContainsAny(msg, "\r\n") {
-			t.Fatalf("error is not one line: %q", msg)
-		}
-	})
-}
-
 // FuzzSystemStatus serves whatever a BMC may answer for its system to the
 // real client over HTTPS: never a panic, and an error is one line.
 func FuzzSystemStatus(f *testing.F) {
