@@ -79,8 +79,8 @@ func startTLSCluster(t *testing.T) *tlsCluster {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	c.Options = []string{"-c listen_addresses=127.0.0.1", fmt.Sprintf("-c port=%d", port),
-		"-c ssl=on", "-c ssl_cert_file=server.crt", "-c ssl_key_file=server.key"}
+	c.Settings = []string{"listen_addresses=127.0.0.1", fmt.Sprintf("port=%d", port),
+		"ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"}
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

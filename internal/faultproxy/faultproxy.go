@@ -6,7 +6,11 @@ package faultproxy
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -180,4 +184,23 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// ForPostgres starts a proxy in front of the PostgreSQL server that dbURL
+// reaches over a Unix socket (host=/dir in the URL, port 5432) and returns
+// the URL of the same database through the proxy.
+func ForPostgres(dbURL string) (*Proxy, string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return nil, "", err
+	}
+	dir := u.Query().Get("host")
+	if !strings.HasPrefix(dir, "/") {
+		return nil, "", fmt.Errorf("faultproxy: %s does not name a Unix socket directory", dbURL)
+	}
+	p, err := New("unix", filepath.Join(dir, ".s.PGSQL.5432"))
+	if err != nil {
+		return nil, "", err
+	}
+	return p, fmt.Sprintf("postgres://%s@%s%s?sslmode=disable&connect_timeout=3", u.User.Username(), p.Addr(), u.Path), nil
 }

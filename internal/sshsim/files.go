@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"sync"
 	"time"
@@ -229,38 +228,4 @@ func (m *Machine) BytesReceived() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.received
-}
-
-// digestRE is the one shell line the machine's tools understand: the
-// shepherd's check whether an executable file already holds its agent,
-// `test -x 'P' && sha256sum 'P'`.
-var digestRE = regexp.MustCompile(`^test -x '([^']+)' && sha256sum '([^']+)'$`)
-
-// digestCommand returns the path cmd asks the digest of.
-func digestCommand(cmd string) (string, bool) {
-	sub := digestRE.FindStringSubmatch(cmd)
-	if sub == nil || sub[1] != sub[2] {
-		return "", false
-	}
-	return sub[1], true
-}
-
-// DigestChecks counts the digest commands the machine answered.
-func (m *Machine) DigestChecks() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.digests
-}
-
-// digest answers like test and coreutils' sha256sum over the uploads.
-func (m *Machine) digest(p string, stdout io.Writer) int {
-	m.mu.Lock()
-	m.digests++
-	u, ok := m.uploads[path.Clean(p)]
-	m.mu.Unlock()
-	if !ok || u.Mode&0o111 == 0 {
-		return 1 // test -x fails silently
-	}
-	fmt.Fprintf(stdout, "%x  %s\n", u.SHA256, p)
-	return 0
 }

@@ -69,6 +69,7 @@ type Machine struct {
 	// received counts SFTP bytes written to the machine, across power cycles.
 	received int64
 	digests  int
+	noGzip   bool
 
 	wg sync.WaitGroup
 }
@@ -124,6 +125,13 @@ func (m *Machine) SetAuthorizedKeys(keys ...ssh.PublicKey) {
 	m.mu.Lock()
 	m.cfg.AuthorizedKeys = keys
 	m.mu.Unlock()
+}
+
+// SetOnConnection replaces Config.OnConnection.
+func (m *Machine) SetOnConnection(f func() (ended func())) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.OnConnection = f
 }
 
 // SetOnExec replaces what exec requests do; nil restores AgentExec.
@@ -293,8 +301,11 @@ func (m *Machine) serverConfig() *ssh.ServerConfig {
 
 func (m *Machine) serveConn(power context.Context, c net.Conn) {
 	defer c.Close()
-	if m.cfg.OnConnection != nil {
-		defer m.cfg.OnConnection()()
+	m.mu.Lock()
+	onConn := m.cfg.OnConnection
+	m.mu.Unlock()
+	if onConn != nil {
+		defer onConn()()
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, m.serverConfig())
@@ -380,6 +391,9 @@ func (m *Machine) exec(ctx context.Context, cmd string, ch ssh.Channel) int {
 	// The machine's own tools answer whatever the exec handler does.
 	if p, ok := digestCommand(cmd); ok {
 		return m.digest(p, ch)
+	}
+	if p, ok := unpackCommand(cmd); ok {
+		return m.unpack(p, ch, ch.Stderr())
 	}
 	m.mu.Lock()
 	m.execs = append(m.execs, cmd)

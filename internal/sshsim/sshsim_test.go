@@ -2,6 +2,7 @@ package sshsim
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -194,5 +195,52 @@ func TestDigestCheck(t *testing.T) {
 	}
 	if m.DigestChecks() != 2 || len(m.Execs()) != 0 {
 		t.Errorf("%d digest checks and exec handler runs %q; want 2 and none", m.DigestChecks(), m.Execs())
+	}
+}
+
+// TestUnpackCompressedUpload: the shepherd's gzip line stores the unpacked
+// file, executable, and counts the compressed bytes; without gzip the shell
+// answers 127.
+func TestUnpackCompressedUpload(t *testing.T) {
+	key := clientKey(t)
+	m, err := New(Config{OnExec: Fail("the agent must not run\n", 9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := dial(m, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const line = `gzip -dc > '/tmp/a.upload' && chmod 755 '/tmp/a.upload' && mv -f '/tmp/a.upload' '/tmp/a'`
+	run := func(stdin []byte) error {
+		s, _ := c.NewSession()
+		defer s.Close()
+		s.Stdin = bytes.NewReader(stdin)
+		return s.Run(line)
+	}
+	bin := bytes.Repeat([]byte("agent "), 100_000)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(bin)
+	zw.Close()
+	if err := run(gz.Bytes()); err != nil {
+		t.Fatalf("unpack: %v", err)
+	}
+	u, ok := m.Uploaded("/tmp/a")
+	if !ok || u.SHA256 != sha256.Sum256(bin) || u.Mode != 0o755 || m.BytesReceived() != int64(gz.Len()) {
+		t.Errorf("unpacked %+v (%v), %d bytes received; want the binary, mode 0755, %d compressed bytes", u, ok, m.BytesReceived(), gz.Len())
+	}
+	var exit *ssh.ExitError
+	if err := run([]byte("not gzip")); !errors.As(err, &exit) || exit.ExitStatus() != 1 {
+		t.Errorf("unpack of garbage: %v, want exit status 1", err)
+	}
+	m.SetGzip(false)
+	if err := run(gz.Bytes()); !errors.As(err, &exit) || exit.ExitStatus() != 127 {
+		t.Errorf("unpack without gzip: %v, want exit status 127", err)
+	}
+	if len(m.Execs()) != 0 {
+		t.Errorf("the exec handler ran %q; the machine's tools answer these lines", m.Execs())
 	}
 }

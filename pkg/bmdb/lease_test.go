@@ -3,10 +3,7 @@ package bmdb_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -25,16 +22,11 @@ func proxied(t *testing.T) (p *faultproxy.Proxy, via, direct *bmdb.Conn) {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.URL(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err = faultproxy.New("unix", filepath.Join(u.Query().Get("host"), ".s.PGSQL.5432"))
+	p, pu, err := faultproxy.ForPostgres(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	pu := fmt.Sprintf("postgres://%s@%s%s?sslmode=disable&connect_timeout=2", u.User.Username(), p.Addr(), u.Path)
 	if via, err = bmdb.Open(ctx, pu); err != nil {
 		t.Fatal(err)
 	}

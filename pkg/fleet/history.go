@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -164,7 +165,67 @@ func FollowFleetHistory(ctx context.Context, pool *pgxpool.Pool, o HistoryOption
 }
 
 func follow(ctx context.Context, pool *pgxpool.Pool, machine *uuid.UUID, o HistoryOptions, emit func([]HistoryEvent) error) error {
-	conn, err := pool.Acquire(ctx)
+	f := &follower{pool: pool, machine: machine, seen: map[int64]bool{}, emit: emit}
+	retry := 250 * time.Millisecond
+	for {
+		err := f.once(ctx, o)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !bmdb.Unreachable(err) && !errors.Is(err, bmdb.ErrListenLapsed) {
+			return err
+		}
+		// The database went away (a restart, a failover) or the listener
+		// stalled past its lease: listen again and re-read from shortly
+		// before the newest event shown, so nothing is missed or repeated.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 5*time.Second)
+		if !f.newest.IsZero() {
+			o.Limit, o.AfterID, o.Since = 0, 0, f.newest.Add(-resumeOverlap)
+		}
+	}
+}
+
+// resumeOverlap is how far before the newest event shown a resumed follow
+// reads again: an event's time is its transaction's start, so one that
+// committed late can carry an earlier time than events already shown.
+const resumeOverlap = time.Minute
+
+// follower is one follow of history across reconnections: what it has shown.
+type follower struct {
+	pool    *pgxpool.Pool
+	machine *uuid.UUID
+	seen    map[int64]bool
+	newest  time.Time
+	emit    func([]HistoryEvent) error
+}
+
+func (f *follower) show(evs []HistoryEvent) error {
+	var fresh []HistoryEvent
+	for _, e := range evs {
+		if !f.seen[e.ID] {
+			f.seen[e.ID] = true
+			fresh = append(fresh, e)
+			if e.At.After(f.newest) {
+				f.newest = e.At
+			}
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	return f.emit(fresh)
+}
+
+// once listens on a connection of its own, reads what o selects, then each
+// announced event, until the connection fails.
+func (f *follower) once(ctx context.Context, o HistoryOptions) error {
+	machine := f.machine
+	conn, err := f.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -180,47 +241,32 @@ func follow(ctx context.Context, pool *pgxpool.Pool, machine *uuid.UUID, o Histo
 	if err != nil {
 		return err
 	}
-	if len(first) > 0 {
-		if err := emit(first); err != nil {
-			return err
-		}
-	}
-	seen := map[int64]bool{}
-	for _, e := range first {
-		seen[e.ID] = true
+	if err := f.show(first); err != nil {
+		return err
 	}
 	after := o
 	after.Limit, after.AfterID = 0, 0
 	for {
 		n, err := l.Wait(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return err
 		}
 		mid, hid, ok := parseHistoryPayload(n.Payload)
-		if !ok || (machine != nil && mid != *machine) || seen[hid] {
+		if !ok || (machine != nil && mid != *machine) || f.seen[hid] {
 			continue
 		}
 		where, args := after.where(machine)
 		args = append(args, hid)
 		rows, err := pc.Query(ctx, "SELECT "+historyColumns+" FROM work_history WHERE "+where+fmt.Sprintf(" AND work_history_id = $%d", len(args)), args...)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return err
 		}
 		evs, err := pgx.CollectRows(rows, scanHistory)
 		if err != nil {
 			return err
 		}
-		seen[hid] = true
-		if len(evs) > 0 {
-			if err := emit(evs); err != nil {
-				return err
-			}
+		if err := f.show(evs); err != nil {
+			return err
 		}
 	}
 }

@@ -31,9 +31,8 @@ type Cluster struct {
 	Fast bool
 	// Log receives the server's log; defaults to Dir/postgres.log.
 	LogFile string
-	// Options are more server settings ("-c ssl=on"), after the defaults:
-	// a test that needs TLS over TCP turns them on here.
-	Options []string
+	// Settings are extra server settings ("synchronous_standby_names='*'").
+	Settings []string
 
 	bin  string
 	cred *syscall.Credential
@@ -206,7 +205,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.Fast {
 		opts = append(opts, "-c fsync=off", "-c full_page_writes=off", "-c synchronous_commit=off")
 	}
-	opts = append(opts, c.Options...)
+	for _, st := range c.Settings {
+		opts = append(opts, "-c "+st)
+	}
 	lf := c.logFile()
 	if f, err := os.OpenFile(lf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
 		f.Close()
@@ -237,6 +238,41 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	cmd := c.command(ctx, "pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", c.DataDir())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("stopping PostgreSQL in %s failed: %v: %s", c.DataDir(), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// InitStandby makes the cluster a streaming standby of primary, from a base
+// backup (pg_basebackup -R) over primary's socket. Start it afterwards.
+func (c *Cluster) InitStandby(ctx context.Context, primary *Cluster) error {
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	for _, d := range []string{c.Dir, c.SocketDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if err := c.chown(d); err != nil {
+			return err
+		}
+	}
+	if c.cred != nil {
+		if err := os.Chmod(c.Dir, 0o755); err != nil {
+			return err
+		}
+	}
+	cmd := c.command(ctx, "pg_basebackup", "-h", primary.SocketDir(), "-U", primary.superuser(), "-D", c.DataDir(), "-R", "-X", "stream", "--no-sync")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_basebackup into %s failed: %v: %s", c.DataDir(), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Promote turns a standby into a primary and waits until it accepts writes.
+func (c *Cluster) Promote(ctx context.Context) error {
+	cmd := c.command(ctx, "pg_ctl", "promote", "-w", "-t", "60", "-D", c.DataDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("promoting %s failed: %v: %s", c.DataDir(), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

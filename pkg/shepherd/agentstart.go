@@ -2,6 +2,7 @@ package shepherd
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -100,7 +101,7 @@ type agentStart struct {
 	cfg  AgentStartConfig
 	conn *bmdb.Conn
 
-	digest localDigest
+	local localAgent
 }
 
 func (a *agentStart) Process() bmdb.Process { return bmdb.ProcessShepherdAgentStart }
@@ -146,7 +147,7 @@ func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx
 		t.Log.Info("pinned SSH host key", "fingerprint", ssh.FingerprintSHA256(presented))
 	}
 
-	want, err := a.digest.of(a.cfg.AgentBinary)
+	want, gz, err := a.local.of(a.cfg.AgentBinary)
 	if err != nil {
 		return nil, fail(FailInternal, fmt.Errorf("hashing the agent binary: %w", err))
 	}
@@ -162,7 +163,11 @@ func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx
 	if !have {
 		t.SetDetail(ctx, "uploading agent")
 		err = a.step(ctx, client, a.cfg.UploadTimeout, "uploading the agent", FailUpload, func() error {
-			return a.upload(client)
+			err := a.uploadCompressed(client, gz)
+			if errors.Is(err, errNoGzip) {
+				return a.upload(client)
+			}
+			return err
 		})
 		if err != nil {
 			return nil, err
@@ -299,42 +304,77 @@ func (a *agentStart) hasAgent(client *ssh.Client, want string) (bool, error) {
 	return got == want, nil
 }
 
-// localDigest caches the agent binary's SHA-256 while its size and
-// modification time stay the same: hashing 30 MB for every machine would
-// cost more than the check saves, and a replaced binary must be noticed.
-type localDigest struct {
+// localAgent caches the agent binary's SHA-256 and its gzip form while the
+// file's size and modification time stay the same: hashing and compressing
+// 30 MB for every machine would cost more than they save, and a replaced
+// binary must be noticed.
+type localAgent struct {
 	mu      sync.Mutex
 	size    int64
 	modTime time.Time
 	hex     string
+	gz      []byte
 }
 
-func (d *localDigest) of(path string) (string, error) {
+// of returns the binary's SHA-256 in hex and its gzip-compressed bytes.
+func (d *localAgent) of(path string) (string, []byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.hex != "" && st.Size() == d.size && st.ModTime().Equal(d.modTime) {
-		return d.hex, nil
+		return d.hex, d.gz, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := io.Copy(io.MultiWriter(h, zw), f); err != nil {
+		return "", nil, err
 	}
-	d.size, d.modTime, d.hex = st.Size(), st.ModTime(), hex.EncodeToString(h.Sum(nil))
-	return d.hex, nil
+	if err := zw.Close(); err != nil {
+		return "", nil, err
+	}
+	d.size, d.modTime, d.hex, d.gz = st.Size(), st.ModTime(), hex.EncodeToString(h.Sum(nil)), gz.Bytes()
+	return d.hex, d.gz, nil
 }
 
-// upload copies the agent binary to a temporary name and renames it into
-// place, so that an agent still running from an earlier attempt keeps its
-// binary and nobody runs a half-written one.
+// errNoGzip: the machine has no gzip to unpack a compressed upload.
+var errNoGzip = errors.New("no gzip on the machine")
+
+// uploadCompressed streams the gzip-compressed agent into gzip -dc on the
+// machine, about half the bytes of the binary, and moves it into place
+// as upload does.
+func (a *agentStart) uploadCompressed(client *ssh.Client, gz []byte) error {
+	sess, err := client.NewSession()
+	if err != nil {
+		return fmt.Errorf("opening an SSH session: %w", err)
+	}
+	defer sess.Close()
+	tmp, dst := shellQuote(a.cfg.RemotePath+".upload"), shellQuote(a.cfg.RemotePath)
+	stderr := &capBuffer{max: 1024}
+	sess.Stdin, sess.Stderr = bytes.NewReader(gz), stderr
+	err = sess.Run("gzip -dc > " + tmp + " && chmod 755 " + tmp + " && mv -f " + tmp + " " + dst)
+	var exit *ssh.ExitError
+	switch {
+	case errors.As(err, &exit) && exit.ExitStatus() == 127:
+		return errNoGzip
+	case errors.As(err, &exit):
+		return fmt.Errorf("unpacking the agent to %s: exit status %d: %s", a.cfg.RemotePath, exit.ExitStatus(), strings.TrimSpace(stderr.String()))
+	}
+	return err
+}
+
+// upload copies the agent binary over SFTP, for machines without gzip, to
+// a temporary name and renames it into place, so that an agent still
+// running from an earlier attempt keeps its binary and nobody runs a
+// half-written one.
 func (a *agentStart) upload(client *ssh.Client) error {
 	local, err := os.Open(a.cfg.AgentBinary)
 	if err != nil {
