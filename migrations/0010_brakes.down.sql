@@ -1,6 +1,15 @@
 DROP TABLE shepherd_policies;
 DROP TABLE heartbeat_observer_gaps;
 DROP TABLE heartbeat_observer;
+DROP TRIGGER machine_location_counts_insert ON machine_provided;
+DROP TRIGGER machine_location_counts_update ON machine_provided;
+DROP TRIGGER machine_location_counts_delete ON machine_provided;
+DROP FUNCTION machine_location_counts_inserted();
+DROP FUNCTION machine_location_counts_deleted();
+DROP FUNCTION machine_location_counts_moved();
+DROP FUNCTION machine_location_counts_add(text, bigint);
+DROP TABLE machine_location_counts;
+DROP TABLE breaker_states;
 DROP INDEX machine_provided_location;
 DROP INDEX work_history_recovery_started;
 DROP TABLE breaker_overrides;

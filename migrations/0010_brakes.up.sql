@@ -59,6 +59,65 @@ WHERE process = 'ShepherdRecovery' AND event = 'Started';
 -- stale machines than the absolute threshold.
 CREATE INDEX machine_provided_location ON machine_provided (provider_location);
 
+-- The circuit breakers as last evaluated: one statement (pkg/bmdb
+-- EvaluateBreakers, run by every shepherd every second) counts silent
+-- machines per location and in the fleet on one snapshot and writes every
+-- scope here; every claim reads these rows, so all shepherds agree and a
+-- claim does not count the fleet. A fleet row older than the policy's
+-- maximum age counts as open. Locations without a row are closed.
+CREATE TABLE breaker_states (
+    breaker_scope text PRIMARY KEY, -- 'fleet' or 'location:<name>'
+    breaker_open boolean NOT NULL,  -- tripped and not overridden
+    breaker_tripped boolean NOT NULL,
+    breaker_silent bigint NOT NULL, -- machines counted as silent
+    breaker_machines bigint NOT NULL,
+    breaker_limit bigint NOT NULL,  -- max(absolute, fraction x machines)
+    breaker_evaluated_at timestamptz NOT NULL,
+    breaker_opened_at timestamptz NULL
+);
+
+-- Machines per location, kept by triggers, so the breakers' fraction of the
+-- fleet costs one row, not a count of a million.
+CREATE TABLE machine_location_counts (
+    provider_location text PRIMARY KEY, -- '' for machines without one
+    location_machines bigint NOT NULL
+);
+INSERT INTO machine_location_counts
+SELECT coalesce(provider_location, ''), count(*) FROM machine_provided GROUP BY 1;
+
+-- Inserts and deletes count per statement (a seed inserts a million rows in
+-- one); a location changes rarely, so an update counts per row, and only when
+-- the location did change (the flag updates of migration 0004 do not).
+CREATE FUNCTION machine_location_counts_add(loc text, delta bigint) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO machine_location_counts AS c VALUES (coalesce(loc, ''), delta)
+    ON CONFLICT (provider_location) DO UPDATE SET location_machines = c.location_machines + excluded.location_machines
+$$;
+CREATE FUNCTION machine_location_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM machine_location_counts_add(loc, n)
+    FROM (SELECT provider_location AS loc, count(*) AS n FROM new_rows GROUP BY 1 ORDER BY 1) x;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION machine_location_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM machine_location_counts_add(loc, -n)
+    FROM (SELECT provider_location AS loc, count(*) AS n FROM old_rows GROUP BY 1 ORDER BY 1) x;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION machine_location_counts_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM machine_location_counts_add(OLD.provider_location, -1);
+    PERFORM machine_location_counts_add(NEW.provider_location, 1);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER machine_location_counts_insert AFTER INSERT ON machine_provided
+REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION machine_location_counts_inserted();
+CREATE TRIGGER machine_location_counts_delete AFTER DELETE ON machine_provided
+REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION machine_location_counts_deleted();
+CREATE TRIGGER machine_location_counts_update AFTER UPDATE OF provider_location ON machine_provided
+FOR EACH ROW WHEN (OLD.provider_location IS DISTINCT FROM NEW.provider_location)
+EXECUTE FUNCTION machine_location_counts_moved();
+
 -- The observer of heartbeats: one row, written by every heartbeat endpoint
 -- while it is alive and able to write to BMDB. A silence longer than
 -- observer_gap_seconds (the endpoint down, or BMDB unreachable) is a gap: the

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +105,9 @@ Agents and server share this machine's CPUs, so the figure is a floor.`,
 			fmt.Fprintf(a.Out, "heartbeats:    %d accepted, %d failed in %s\n", res.Accepted, res.Failed, res.Elapsed.Round(time.Millisecond))
 			fmt.Fprintf(a.Out, "throughput:    %.0f heartbeats/s\n", res.PerSecond)
 			fmt.Fprintf(a.Out, "latency:       p50 %s  p90 %s  p99 %s  max %s\n", ms(res.P50), ms(res.P90), ms(res.P99), ms(res.Max))
+			if res.ServerP99 > 0 {
+				fmt.Fprintf(a.Out, "server side:   p50 ≤ %s  p99 ≤ %s (the endpoint's own histogram: request read to answer written)\n", bound(res.ServerP50), bound(res.ServerP99))
+			}
 			if res.Accepted > 0 {
 				var parts []string
 				for _, c := range res.CPU {
@@ -204,6 +208,14 @@ func ratioTable(ctx context.Context, a *app, opt hbbench.Options, bmctl hbbench.
 		fmt.Fprintln(a.Out, "(with --interval the endpoint and the transport ceiling serve the offered load; compare latency and CPU; the database ceiling is a closed loop)")
 	}
 	return nil
+}
+
+// bound renders a histogram bucket's upper bound.
+func bound(d time.Duration) string {
+	if d == time.Duration(math.MaxInt64) {
+		return "+Inf"
+	}
+	return ms(d)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/ops"
 )
@@ -61,8 +62,9 @@ func TestHistoryAgentStartAndRecovery(t *testing.T) {
 	}
 	// The agent never heart-beats: Recovery's candidates pick it up.
 	f.exec(`UPDATE machine_agent_started SET agent_started_at = now() - interval '1 hour' WHERE machine_id = $1`, id)
+	pol := brakestest.Ready(t, f.conn.Pool, bmdb.DefaultPolicy())
 	w = claim(bmdb.ProcessShepherdRecovery, func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, 10)
+		return bmdb.RecoveryCandidates(ctx, tx, pol, 10)
 	})
 	if err := w.Finish(ctx, func(tx pgx.Tx) error { return bmdb.ClearAgentTags(ctx, tx, id) }); err != nil {
 		t.Fatal(err)

@@ -35,14 +35,14 @@ func newMachinesCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// thresholdFlags are Recovery's liveness thresholds, which decide the
-// healthy/stale states a view shows; set them as the shepherd has them.
+// thresholdFlags override Recovery's liveness thresholds, which decide the
+// healthy/stale states a view shows. Unset, a view takes the ones the
+// running shepherd recorded in BMDB (bmdb.CurrentPolicy).
 type thresholdFlags struct{ th bmdb.RecoveryThresholds }
 
 func (t *thresholdFlags) register(cmd *cobra.Command) {
-	t.th = bmdb.DefaultRecoveryThresholds
-	cmd.Flags().DurationVar(&t.th.StaleHeartbeat, "stale-heartbeat", t.th.StaleHeartbeat, "a heartbeat older than this is stale (as the shepherd's Recovery sees it)")
-	cmd.Flags().DurationVar(&t.th.NoHeartbeatAfterStart, "no-heartbeat-after-start", t.th.NoHeartbeatAfterStart, "an agent silent this long after its start needs recovery")
+	cmd.Flags().DurationVar(&t.th.StaleHeartbeat, "stale-heartbeat", 0, "judge heartbeats older than this stale (default: the running shepherd's threshold)")
+	cmd.Flags().DurationVar(&t.th.NoHeartbeatAfterStart, "no-heartbeat-after-start", 0, "judge agents silent this long after their start dead (default: the running shepherd's threshold)")
 }
 
 func newMachinesListCmd(a *app) *cobra.Command {
@@ -213,11 +213,11 @@ func completeStates(*cobra.Command, []string, string) ([]cobra.Completion, cobra
 
 func newMachinesTable(wide bool) *table {
 	if wide {
-		return newTable("MACHINE", "PROVIDER", "PROVIDER ID", "ADDRESS", "LOCATION", "STATE", "WORK", "SINCE", "SESSION", "BACKOFF", "BACKOFF CAUSE", "HEARTBEAT").
-			flex("PROVIDER ID", "ADDRESS", "WORK", "SESSION", "BACKOFF CAUSE")
+		return newTable("MACHINE", "PROVIDER", "PROVIDER ID", "ADDRESS", "LOCATION", "STATE", "WORK", "SINCE", "SESSION", "BACKOFF", "BACKOFF CAUSE", "HEARTBEAT", "MARKS").
+			flex("PROVIDER ID", "ADDRESS", "WORK", "SESSION", "BACKOFF CAUSE", "MARKS")
 	}
-	return newTable("MACHINE", "PROVIDER ID", "LOCATION", "STATE", "WORK", "SINCE", "BACKOFF", "HEARTBEAT").
-		flex("PROVIDER ID", "WORK", "BACKOFF")
+	return newTable("MACHINE", "PROVIDER ID", "LOCATION", "STATE", "WORK", "SINCE", "BACKOFF", "HEARTBEAT", "MARKS").
+		flex("PROVIDER ID", "WORK", "BACKOFF", "MARKS")
 }
 
 // addMachineRow adds m to a table of newMachinesTable. It appends the cells
@@ -279,6 +279,31 @@ func addMachineRow(t *table, m *fleet.MachineSummary, now time.Time, wide bool) 
 	} else {
 		cell("-")
 	}
+	cell(marks(m, now))
+}
+
+// marks are an operator's hold and a needs-attention mark, loud in a list.
+func marks(m *fleet.MachineSummary, now time.Time) string {
+	var out []string
+	if h := m.Hold; h != nil {
+		out = append(out, holdText(h, now))
+	}
+	if a := m.Attention; a != nil {
+		out = append(out, "NEEDS ATTENTION ("+shortProcess(string(a.Process))+"): "+a.Reason)
+	}
+	return strings.Join(out, "; ")
+}
+
+func holdText(h *fleet.HoldMark, now time.Time) string {
+	scope := "held"
+	if h.Process != "all" {
+		scope = "held from " + shortProcess(h.Process)
+	}
+	until := "until released"
+	if h.Until != nil {
+		until = "until " + timeAndAge(*h.Until, now)
+	}
+	return fmt.Sprintf("%s by %s (%s) %s", scope, h.Actor, h.Reason, until)
 }
 
 func newMachinesShowCmd(a *app) *cobra.Command {
@@ -371,6 +396,13 @@ func (a *app) printMachineDetail(d fleet.MachineDetail, now time.Time) error {
 	} else {
 		add("Hardware report", "-")
 	}
+	if h := d.Hold; h != nil {
+		add("Hold", holdText(h, now))
+	}
+	if at := d.Attention; at != nil {
+		add("Needs attention", fmt.Sprintf("%s since %s: %s (bmctl attention clear)", shortProcess(string(at.Process)), timeAndAge(at.Since, now), at.Reason))
+	}
+	add("Why (not)", "bmctl explain "+fleet.ShortID(d.ID))
 	if err := a.printTable(kv); err != nil {
 		return err
 	}

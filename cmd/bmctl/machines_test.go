@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 )
@@ -47,6 +48,7 @@ func seedViews(t *testing.T) (f *fleetDB, ids map[string]uuid.UUID) {
 		}
 	}
 	f.exec(`UPDATE machine_agent_heartbeat SET agent_heartbeat_at = now() - interval '20 minutes' WHERE machine_id = $1`, ids["srv-stale"])
+	brakestest.Ready(t, f.conn.Pool, bmdb.DefaultPolicy()) // an endpoint and a shepherd run
 	return f, ids
 }
 
@@ -284,9 +286,9 @@ func oldMachineCells(list []fleet.MachineSummary, now time.Time, wide bool) [][]
 		}
 		if wide {
 			rows = append(rows, []string{m.ID.String(), orDash(m.Provider), orDash(m.ProviderID), orDash(m.Address), orDash(m.Location), string(m.State),
-				work, since, session, backoff, cause, heartbeat})
+				work, since, session, backoff, cause, heartbeat, orDash(marks(&m, now))})
 		} else {
-			rows = append(rows, []string{fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat})
+			rows = append(rows, []string{fleet.ShortID(m.ID), orDash(m.ProviderID), orDash(m.Location), string(m.State), work, since, backoff, heartbeat, orDash(marks(&m, now))})
 		}
 	}
 	return rows

@@ -250,7 +250,9 @@ func TestOpsSelectors(t *testing.T) {
 	}
 	hold := []string{"hold", "--reason", "r"}
 	eq("--location fra1", plan(append(hold, "--location", "fra1")...), sortedBy(f, "srv-backoff", "srv-started")...)
-	eq("--location ams1 --state new", plan(append(hold, "--location", "ams1", "--state", "new")...), sortedBy(f, "srv-held", "srv-idle")...)
+	// A held machine is in state held (issue 13's rules), not new.
+	eq("--location ams1 --state new", plan(append(hold, "--location", "ams1", "--state", "new")...), sortedBy(f, "srv-idle")...)
+	eq("--location ams1 --state held", plan(append(hold, "--location", "ams1", "--state", "held")...), sortedBy(f, "srv-held")...)
 	eq("--provider nope", nil)
 	if r := f.run(append(hold, "--provider", "nope")...); r.code != 1 || !strings.Contains(r.err, "no machine matches --provider nope") || len(outLines(r.err)) != 1 {
 		t.Errorf("a selector matching nothing: %+v", r)

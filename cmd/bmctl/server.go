@@ -23,6 +23,7 @@ func newServerCmd(a *app) *cobra.Command {
 		listen, certFile, keyFile, caDir string
 		caHosts                          []string
 		interval, stale, batchWait       time.Duration
+		observerEvery                    time.Duration
 		maxBody                          int64
 		agentRate, maxRate               float64
 	)
@@ -59,6 +60,9 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			}
 			if agentRate < 0 || maxRate < 0 {
 				return usageError{errors.New("--agent-rate and --max-rate cannot be negative")}
+			}
+			if observerEvery < 10*time.Millisecond || 3*observerEvery > stale/2 {
+				return usageError{fmt.Errorf("--observer-interval %s must be at least 10ms and its gap (3 intervals) at most half of --stale-heartbeat %s", observerEvery, stale)}
 			}
 			if batchWait < 0 || batchWait > time.Second {
 				return usageError{fmt.Errorf("--batch-wait %s must be between 0 and 1s", batchWait)}
@@ -113,6 +117,7 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 			srv := heartbeat.New(heartbeat.Config{
 				Pool: pool, Logger: log, Interval: interval, MaxBodyBytes: maxBody,
 				AgentRate: rate.Limit(agentRate), MaxRate: rate.Limit(maxRate), BatchWait: noWaitIfZero(batchWait),
+				ObserverInterval: observerEvery,
 			})
 			registerBuildMetrics(srv.Registry(), pool)
 			log.Info("heartbeat endpoint listening", "url", "https://"+ln.Addr().String(), "agents_ca", caNote, "interval", interval)
@@ -130,6 +135,7 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 	f.DurationVar(&stale, "stale-heartbeat", bmdb.DefaultRecoveryThresholds.StaleHeartbeat, "Recovery's stale-heartbeat threshold; the interval must stay well under it")
 	f.Int64Var(&maxBody, "max-body", heartbeat.DefaultMaxBodyBytes, "largest heartbeat request body, bytes")
 	f.Float64Var(&agentRate, "agent-rate", 0, "heartbeats per second allowed per agent key (default: two per interval, at least 2/s)")
+	f.DurationVar(&observerEvery, "observer-interval", heartbeat.DefaultObserverInterval, "how often the endpoint records in BMDB that it is alive and writing; a silence of 3 of them is a gap that no machine's staleness counts")
 	f.Float64Var(&maxRate, "max-rate", 0, "heartbeats per second allowed in all, shedding load beyond it (0: no cap)")
 	f.DurationVar(&batchWait, "batch-wait", heartbeat.DefaultBatchWait, "longest a heartbeat waits for others to share its database commit (0: none)")
 	return cmd

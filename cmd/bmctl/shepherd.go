@@ -52,6 +52,8 @@ type shepherdOptions struct {
 	recBack     string
 	noHBStart   time.Duration
 	staleHB     time.Duration
+	budget      bmdb.Budget
+	breaker     bmdb.BreakerPolicy
 	sshKey      string
 	sshUser     string
 	agentBin    string
@@ -111,6 +113,13 @@ Metrics and the alert rules for them: docs/metrics.md.`,
 	fs.StringVar(&o.recBack, "recovery-backoff", backoffString(bmdb.RecoveryBackoff), "Recovery backoff after a failure: initial,maximum,exponent")
 	fs.DurationVar(&o.noHBStart, "no-heartbeat-after-start", bmdb.DefaultRecoveryThresholds.NoHeartbeatAfterStart, "recover an agent that never heart-beat this long after its start")
 	fs.DurationVar(&o.staleHB, "stale-heartbeat", bmdb.DefaultRecoveryThresholds.StaleHeartbeat, "recover an agent whose last heartbeat is older than this")
+	fs.IntVar(&o.budget.Attempts, "recovery-budget", bmdb.DefaultBudget.Attempts, "remediation budget: Recovery attempts per machine per --recovery-budget-window; a machine over it gets a needs-attention mark")
+	fs.DurationVar(&o.budget.Window, "recovery-budget-window", bmdb.DefaultBudget.Window, "the remediation budget's sliding window")
+	fs.IntVar(&o.breaker.MaxSilent, "breaker-max-silent", bmdb.DefaultBreaker.MaxSilent, "fleet circuit breaker: Recovery stops while more machines than max(this, --breaker-max-silent-fraction of the fleet) are silent")
+	fs.Float64Var(&o.breaker.MaxSilentFraction, "breaker-max-silent-fraction", bmdb.DefaultBreaker.MaxSilentFraction, "fleet circuit breaker: the fraction of the fleet (0-1)")
+	fs.IntVar(&o.breaker.LocationMaxSilent, "breaker-location-max-silent", bmdb.DefaultBreaker.LocationMaxSilent, "per-location breaker: Recovery stops in a location while more of its machines than max(this, the fraction) are silent")
+	fs.Float64Var(&o.breaker.LocationMaxSilentFraction, "breaker-location-max-silent-fraction", bmdb.DefaultBreaker.LocationMaxSilentFraction, "per-location breaker: the fraction of the location's machines (0-1)")
+	fs.DurationVar(&o.breaker.Silence, "breaker-silence", 0, "a machine counts as silent for the breakers once its last heartbeat is this old (default: half of --stale-heartbeat)")
 	fs.StringVar(&o.sshKey, "ssh-key", filepath.Join(stateDir(), "shepherd_ed25519"), "the shepherd's SSH private key; created (with a .pub beside it) if missing")
 	fs.StringVar(&o.sshUser, "ssh-user", "root", "SSH user on the machines")
 	fs.StringVar(&o.agentBin, "agent-binary", "", "agent binary to upload (default: this bmctl executable, run as \"<path> agent\")")
@@ -283,12 +292,21 @@ func (o *shepherdOptions) config(loadEquinix func() (equinix.Config, error), not
 		if err != nil {
 			return cfg, err
 		}
+		if o.budget.Attempts < 1 || o.budget.Window <= 0 {
+			return cfg, usageError{errors.New("--recovery-budget must be at least 1 and --recovery-budget-window positive")}
+		}
+		pol := bmdb.Policy{Thresholds: bmdb.RecoveryThresholds{NoHeartbeatAfterStart: o.noHBStart, StaleHeartbeat: o.staleHB}, Budget: o.budget, Breaker: o.breaker}
+		if err := pol.Validate(); err != nil {
+			return cfg, usageError{err}
+		}
 		if o.noHBStart <= 0 || o.staleHB <= 0 {
 			return cfg, usageError{errors.New("--no-heartbeat-after-start and --stale-heartbeat must be positive")}
 		}
 		cfg.Recovery = &shepherd.RecoveryConfig{
 			LoopConfig:    shepherd.LoopConfig{Parallelism: o.recPar, QueryRate: o.recRate, Backoff: back},
 			Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: o.noHBStart, StaleHeartbeat: o.staleHB},
+			Budget:        o.budget,
+			Breaker:       o.breaker,
 			RebootTimeout: o.rebootTO,
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -76,5 +77,38 @@ func (a *app) printStats(st fleet.Stats, now time.Time) error {
 	} else {
 		fmt.Fprintln(a.Out, "oldest work: none")
 	}
+	printBrakes(a.Out, st.Brakes, now)
+	fmt.Fprintf(a.Out, "policy: %s\n", policyLine(st.Policy))
 	return nil
+}
+
+// printBrakes says where Recovery is stopped and why, holds and marks, and
+// whether the heartbeat observer is watching.
+func printBrakes(w io.Writer, b bmdb.BrakesStatus, now time.Time) {
+	fmt.Fprintf(w, "holds: %d active; needs attention: %d\n", b.Holds, b.Attention)
+	if b.Stale {
+		fmt.Fprintln(w, "BREAKER: fleet breaker not evaluated lately (no shepherd running Recovery?): Recovery counts it open")
+	}
+	for _, br := range b.Breakers {
+		state := "closed"
+		switch {
+		case br.Open:
+			state = "OPEN: Recovery stopped"
+		case br.Tripped && br.Override != nil:
+			state = fmt.Sprintf("overridden by %s until %s (%s)", br.Override.Actor, timeAndAge(br.Override.Until, now), br.Override.Reason)
+		}
+		since := ""
+		if br.OpenedAt != nil {
+			since = ", tripped since " + timeAndAge(*br.OpenedAt, now)
+		}
+		fmt.Fprintf(w, "breaker %s: %s; %d of %d silent, max %d%s\n", br.Scope, state, br.Silent, br.Machines, br.Limit, since)
+	}
+	switch o := b.Observer; {
+	case o == nil:
+		fmt.Fprintln(w, "observer: no heartbeat endpoint has ever recorded itself: no machine counts as stale")
+	case !o.Alive:
+		fmt.Fprintf(w, "observer: NO heartbeat endpoint alive and writing since %s: staleness does not count meanwhile\n", timeAndAge(o.AliveAt, now))
+	default:
+		fmt.Fprintf(w, "observer: heartbeat endpoint on %s alive, watching since %s\n", orDash(o.Host), timeAndAge(o.Since, now))
+	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/bmctl/bmctl/pkg/fleet"
 )
 
 func TestStats(t *testing.T) {
@@ -30,7 +32,7 @@ func TestStats(t *testing.T) {
 		} `json:"oldest_work"`
 	}
 	decodeJSON(t, f.ok("stats", "-o", "json"), &st)
-	if st.Machines != 5 || len(st.ByState) != 10 || st.ByState["backed_off"] != 1 || st.ByState["unprovided"] != 0 ||
+	if st.Machines != 5 || len(st.ByState) != len(fleet.States) || st.ByState["backed_off"] != 1 || st.ByState["unprovided"] != 0 ||
 		len(st.Procs) != 3 || st.Sessions.Live != 1 || st.Oldest == nil || st.Oldest.ProviderID != "srv-starting" {
 		t.Errorf("stats json: %+v", st)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
@@ -64,6 +66,69 @@ type world struct {
 	mu     sync.Mutex
 	agents map[string]*runningAgent // by provider id
 	wg     sync.WaitGroup
+
+	// The endpoint, which a test may stop and start again on its address.
+	endpointURL string // the endpoint's login (bmctl_endpoint)
+	cert        tls.Certificate
+	interval    time.Duration // the agents' heartbeat interval
+	endpoint    struct {
+		addr   string
+		stop   context.CancelFunc
+		served chan error
+		pool   *pgxpool.Pool
+	}
+}
+
+// startEndpoint serves the heartbeat endpoint on addr, as `bmctl server`
+// does, recording its liveness every 200ms (a gap is a silence of 600ms,
+// well under the stale thresholds).
+func (w *world) startEndpoint(addr string) {
+	w.t.Helper()
+	ctx := context.Background()
+	pool, err := heartbeat.OpenPool(ctx, w.endpointURL, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := bmdb.CheckGrants(ctx, pool, bmdb.RoleEndpoint); err != nil {
+		w.t.Fatal(err)
+	}
+	var ln net.Listener
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// The address of a stopped endpoint is free again at once, unless
+		// the kernel still holds it briefly.
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	interval := w.interval
+	if interval == 0 {
+		interval = heartbeatInterval
+	}
+	go func() {
+		served <- heartbeat.New(heartbeat.Config{Pool: pool, Logger: w.log.With("component", "server"), Interval: interval,
+			ObserverInterval: 200 * time.Millisecond}).Serve(sctx, ln, w.cert)
+	}()
+	w.endpoint.addr, w.endpoint.stop, w.endpoint.served, w.endpoint.pool = ln.Addr().String(), stop, served, pool
+	w.url = "https://" + w.endpoint.addr
+}
+
+// stopEndpoint stops the endpoint (if running) and waits until it has.
+func (w *world) stopEndpoint() {
+	if w.endpoint.stop == nil {
+		return
+	}
+	w.endpoint.stop()
+	if err := <-w.endpoint.served; err != nil {
+		w.t.Errorf("heartbeat server: %v", err)
+	}
+	w.endpoint.pool.Close()
+	w.endpoint.stop = nil
 }
 
 // runningAgent is an agent detached from the SSH session that started it:
@@ -77,7 +142,6 @@ type runningAgent struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	dbURL := pgtest.URL(t)
-	ctx := context.Background()
 	conn := openAs(t, dbURL, bmdb.RoleShepherd)
 	w := &world{t: t, conn: conn, view: openAs(t, dbURL, bmdb.RoleViewer), agents: map[string]*runningAgent{},
 		log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -88,35 +152,14 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	w.cert, err = ca.ServerCertificate([]string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpointURL := pgtest.LoginURL(t, dbURL, bmdb.RoleEndpoint)
-	pool, err := heartbeat.OpenPool(ctx, endpointURL, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bmdb.CheckGrants(ctx, pool, bmdb.RoleEndpoint); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() {
-		served <- heartbeat.New(heartbeat.Config{Pool: pool, Logger: w.log.With("component", "server"), Interval: heartbeatInterval}).Serve(sctx, ln, cert)
-	}()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("heartbeat server: %v", err)
-		}
-		pool.Close()
-	})
-	w.url, w.caPEM = "https://"+ln.Addr().String(), string(ca.CertPEM)
+	w.endpointURL = pgtest.LoginURL(t, dbURL, bmdb.RoleEndpoint)
+	w.startEndpoint("127.0.0.1:0")
+	t.Cleanup(w.stopEndpoint)
+	w.caPEM = string(ca.CertPEM)
 
 	w.signer, _, err = shepherd.LoadOrCreateKey(filepath.Join(dir, "shepherd_ed25519"))
 	if err != nil {
@@ -154,7 +197,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // machine adds a simulated machine that runs the real agent when the
 // shepherd executes "<path> agent", and records it as provided.
-func (w *world) machine() (uuid.UUID, string) {
+func (w *world) machine() (uuid.UUID, string) { return w.machineAt("") }
+
+// machineAt is machine in a location.
+func (w *world) machineAt(location string) (uuid.UUID, string) {
 	w.t.Helper()
 	m, pid, err := w.fleet.Add()
 	if err != nil {
@@ -162,7 +208,7 @@ func (w *world) machine() (uuid.UUID, string) {
 	}
 	m.SetOnExec(w.agentExec(pid))
 	id, err := bmdb.AddProvidedMachine(context.Background(), w.conn.Pool, bmdb.ProvidedMachine{
-		Provider: w.fleet.Type(), ProviderID: pid, Address: m.Addr(), Status: "active",
+		Provider: w.fleet.Type(), ProviderID: pid, Address: m.Addr(), Status: "active", Location: location,
 	})
 	if err != nil {
 		w.t.Fatal(err)
@@ -184,7 +230,11 @@ func (w *world) agentExec(pid string) sshsim.ExecFunc {
 		// the default 30s they would back off past noHeartbeatStart whenever
 		// the shepherd took a second or two to record it, and Recovery
 		// would reboot a machine whose agent is fine.
-		a, err := agent.Takeover(ctx, stdin, stdout, agent.Options{Logger: w.log.With("component", "agent", "machine_pid", pid), Interval: heartbeatInterval})
+		interval := w.interval
+		if interval == 0 {
+			interval = heartbeatInterval
+		}
+		a, err := agent.Takeover(ctx, stdin, stdout, agent.Options{Logger: w.log.With("component", "agent", "machine_pid", pid), Interval: interval})
 		if err != nil {
 			return 1
 		}
@@ -237,7 +287,11 @@ func (f poweredFleet) Reboot(ctx context.Context, id string) error {
 	return f.Fleet.Reboot(ctx, id)
 }
 
-func (w *world) runShepherd() {
+func (w *world) runShepherd() { w.runShepherdWith(nil, nil) }
+
+// runShepherdWith runs the shepherd with Recovery's config changed by
+// change (if set) and metrics into m (if set).
+func (w *world) runShepherdWith(change func(*shepherd.RecoveryConfig), m *shepherd.Metrics) {
 	w.t.Helper()
 	agentBin := filepath.Join(w.t.TempDir(), "bmctl")
 	bin := make([]byte, 64<<10) // the bytes uploaded; the machine runs agentExec
@@ -246,23 +300,27 @@ func (w *world) runShepherd() {
 		w.t.Fatal(err)
 	}
 	backoff := bmdb.Backoff{Initial: time.Second, Maximum: 2 * time.Second, Exponent: 2}
+	rec := &shepherd.RecoveryConfig{
+		LoopConfig:    shepherd.LoopConfig{Parallelism: 1, Backoff: backoff, IdleWait: recoveryPeriod},
+		Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: noHeartbeatStart, StaleHeartbeat: staleHeartbeat},
+		RebootTimeout: 10 * time.Second,
+	}
+	if change != nil {
+		change(rec)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- shepherd.Run(ctx, shepherd.Config{
 			Conn: w.conn, Providers: []shepherd.Provider{poweredFleet{w.fleet, w}}, Logger: w.log.With("component", "shepherd"),
-			SessionInterval: 2 * time.Second,
+			SessionInterval: 2 * time.Second, Metrics: m,
 			AgentStart: &shepherd.AgentStartConfig{
 				LoopConfig: shepherd.LoopConfig{Parallelism: 2, Backoff: backoff, IdleWait: 100 * time.Millisecond},
 				Signer:     w.signer, AgentBinary: agentBin,
 				Endpoint: w.url, EndpointCA: w.caPEM,
 				DialTimeout: 5 * time.Second, ExecTimeout: 10 * time.Second,
 			},
-			Recovery: &shepherd.RecoveryConfig{
-				LoopConfig:    shepherd.LoopConfig{Parallelism: 1, Backoff: backoff, IdleWait: recoveryPeriod},
-				Thresholds:    bmdb.RecoveryThresholds{NoHeartbeatAfterStart: noHeartbeatStart, StaleHeartbeat: staleHeartbeat},
-				RebootTimeout: 10 * time.Second,
-			},
+			Recovery: rec,
 		})
 	}()
 	w.t.Cleanup(func() {

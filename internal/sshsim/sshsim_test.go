@@ -156,21 +156,28 @@ func TestPowerCycleDropsConnectionsAndComesBackOnSamePort(t *testing.T) {
 	c2.Close()
 }
 
-// TestDigestCheck answers the shepherd's digest line like a shell with
-// coreutils: nothing and status 1 for a missing or non-executable file, else
-// sha256sum's line; the upload's bytes are counted.
-func TestDigestCheck(t *testing.T) {
-	key := clientKey(t)
+// toolsMachine is a machine whose exec handler must not run, and a client
+// connected to it.
+func toolsMachine(t *testing.T) (*Machine, *ssh.Client) {
+	t.Helper()
 	m, err := New(Config{OnExec: Fail("the agent must not run\n", 9)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	c, err := dial(m, key)
+	t.Cleanup(func() { m.Close() })
+	c, err := dial(m, clientKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return m, c
+}
+
+// TestDigestCheck answers the shepherd's digest line like a shell with
+// coreutils: nothing and status 1 for a missing or non-executable file, else
+// sha256sum's line; the upload's bytes are counted.
+func TestDigestCheck(t *testing.T) {
+	m, c := toolsMachine(t)
 	const line = `test -x '/tmp/bmctl' && sha256sum '/tmp/bmctl'`
 	run := func() (string, error) {
 		s, _ := c.NewSession()
@@ -202,17 +209,7 @@ func TestDigestCheck(t *testing.T) {
 // file, executable, and counts the compressed bytes; without gzip the shell
 // answers 127.
 func TestUnpackCompressedUpload(t *testing.T) {
-	key := clientKey(t)
-	m, err := New(Config{OnExec: Fail("the agent must not run\n", 9)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	c, err := dial(m, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	m, c := toolsMachine(t)
 	const line = `gzip -dc > '/tmp/a.upload' && chmod 755 '/tmp/a.upload' && mv -f '/tmp/a.upload' '/tmp/a'`
 	run := func(stdin []byte) error {
 		s, _ := c.NewSession()

@@ -65,9 +65,12 @@ func (o Options) withDefaults() Options {
 type Agent struct {
 	init agentproto.Init
 	key  ed25519.PrivateKey
-	// clients has one client per endpoint replica; cur is the one in use.
+	// clients has one client per endpoint replica; cur is the one in use,
+	// home the one the agent started at, and left when it moved away.
 	clients []*heartbeat.Client
 	cur     int
+	home    int
+	left    time.Time
 	opts    Options
 	log     *slog.Logger
 }
@@ -111,6 +114,7 @@ func readInit(ctx context.Context, r io.Reader) (agentproto.Init, error) {
 func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, error) {
 	opts = opts.withDefaults()
 	var clients []*heartbeat.Client
+	home := mrand.IntN(len(init.URLs()))
 	for _, url := range init.URLs() {
 		client, err := heartbeat.NewClient(url, []byte(init.EndpointCA), key, init.MachineID)
 		if err != nil {
@@ -123,7 +127,8 @@ func New(init agentproto.Init, key ed25519.PrivateKey, opts Options) (*Agent, er
 		key:     key,
 		clients: clients,
 		// Agents start spread over the replicas, so they share the load.
-		cur:  mrand.IntN(len(clients)),
+		cur:  home,
+		home: home,
 		opts: opts,
 		log:  opts.Logger.With("machine", init.MachineID),
 	}, nil
@@ -182,8 +187,25 @@ func (a *Agent) moveOn(err error) {
 	if len(a.clients) < 2 || errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusTooManyRequests) {
 		return
 	}
+	if a.cur == a.home {
+		a.left = time.Now()
+	}
 	a.cur = (a.cur + 1) % len(a.clients)
 	a.log.Info("moving to another endpoint", "endpoint", a.init.URLs()[a.cur])
+}
+
+// homeAfter is how many intervals an agent stays away from its home
+// replica before trying it again: after a replica's restart (a rolling
+// upgrade) its agents come back, so the replicas share the load again.
+const homeAfter = 10
+
+// goHome tries the home replica for the next heartbeat when the agent has
+// been away from it long enough; should it still fail, moveOn leaves again.
+func (a *Agent) goHome(interval time.Duration) {
+	if a.cur != a.home && time.Since(a.left) >= homeAfter*interval {
+		a.cur = a.home
+		a.log.Info("trying the home endpoint again", "endpoint", a.init.URLs()[a.cur])
+	}
 }
 
 // Run heart-beats until ctx ends (returning nil) or the endpoint has refused
@@ -236,6 +258,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// Early rather than late, spread so agents started together
 			// drift apart.
 			wait = interval - time.Duration(mrand.Int64N(int64(interval/10)+1))
+			a.goHome(interval)
 		} else {
 			failures++
 			wait = retryWait(failures, interval)

@@ -40,7 +40,8 @@ func accepted(t *testing.T, srv *heartbeat.Server) float64 {
 // TestStoppingOneEndpointReplicaCostsNoMachineItsHealth runs two endpoints
 // on one BMDB and agents that know both: they share the load, and when one
 // endpoint stops every agent heart-beats through the other, with no
-// machine's heartbeat ever as old as Recovery's stale threshold.
+// machine's heartbeat ever as old as Recovery's stale threshold. Restarted,
+// the endpoint gets agents back.
 func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 	first := startEndpoint(t)
 	second := &endpoint{addr: "127.0.0.1:0", ca: first.ca, conn: first.conn}
@@ -113,4 +114,9 @@ func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 		t.Errorf("the endpoint left accepted %v heartbeats after the other stopped, want at least one per agent (%d)",
 			accepted(t, second.srv)-before, n)
 	}
+
+	// Back on its address (a rolling upgrade), the first endpoint gets its
+	// agents back: the replicas share the load again.
+	first.start(t)
+	waitFor(t, "agents back on the restarted endpoint", func() bool { return accepted(t, first.srv) > 0 })
 }

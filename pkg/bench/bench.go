@@ -109,6 +109,8 @@ type Results struct {
 	Claim      map[int]Throughput
 	Seed       map[int]Throughput
 	Candidates []Latency
+	// Explain is bmctl explain's latency per fleet size.
+	Explain    []Latency
 	HOT        HOTStats
 	Shepherd   string // peak RSS, or why not measured
 	ShepherdOK bool
@@ -272,6 +274,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			logf("%s limit %d at %d: p50 %s p99 %s (%d eligible)", l.Query, l.Limit, n, l.P50, l.P99, l.Eligible)
 		}
 		res.Candidates = append(res.Candidates, lat...)
+		ex, err := explainLatency(ctx, conn, n, cfg.Samples)
+		if err != nil {
+			return err
+		}
+		logf("explain at %d: p50 %s p99 %s", n, ex.P50, ex.P99)
+		res.Explain = append(res.Explain, ex)
 		if n == cfg.Fleets[len(cfg.Fleets)-1] {
 			// Heartbeats at full speed on the biggest fleet, then the
 			// candidate queries again: upserts must stay HOT and not bloat
@@ -336,6 +344,9 @@ func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
 		return err
 	}
 	if _, err := seed.Seed(ctx, conn.Pool, seed.Options{Machines: n, Profile: p, Seed: uint64(n)}); err != nil {
+		return err
+	}
+	if err := brakesOf(ctx, conn); err != nil {
 		return err
 	}
 	_, err := conn.Pool.Exec(ctx, `VACUUM (ANALYZE) machines, machine_provided, machine_agent_started, machine_agent_heartbeat, work, work_backoff, work_history, sessions`)

@@ -32,7 +32,7 @@ func TestRunSmall(t *testing.T) {
 		"pgbench -N tps", "claim+finish cycles/s (bmdb)", "seed's way cycles/s",
 		// Steady 2000: 10 new, 10 stale; 3 of each backed off, 3 worked on.
 		"AgentStart candidates, 2k steady (4 eligible)", "Recovery candidates, 2k steady (4 eligible)",
-		"heartbeat upserts, 2k steady", "history --all --since 1h, 20k events (", "shepherd RSS, 32 workers per loop|  not measured",
+		"heartbeat upserts, 2k steady", "explain, 2k steady (20 machines)", "history --all --since 1h, 20k events (", "shepherd RSS, 32 workers per loop|  not measured",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)

@@ -26,13 +26,20 @@ type candidateQuery struct {
 var candidateQueries = []candidateQuery{
 	{"AgentStart", bmdb.AgentStartCandidates},
 	{"Recovery", func(ctx context.Context, tx pgx.Tx, limit int) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, limit)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultPolicy(), limit)
 	}},
 }
 
 // candidateLatencies times each candidate query as a worker runs it (a
 // transaction, the query, its rows) and saves its plan to dir when dir is set.
 func candidateLatencies(ctx context.Context, conn *bmdb.Conn, fleet, samples int, dir string) ([]Latency, error) {
+	// Recovery's rule reads the breakers a shepherd evaluates every second:
+	// evaluate them as one would while measuring.
+	stop, err := evaluateBreakers(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
 	var out []Latency
 	for _, q := range candidateQueries {
 		l := Latency{Query: q.name, Fleet: fleet, Limit: ClaimLimit}
@@ -69,6 +76,31 @@ func candidateLatencies(ctx context.Context, conn *bmdb.Conn, fleet, samples int
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// evaluateBreakers evaluates the breakers now and then every second until
+// stop, as a running shepherd does.
+func evaluateBreakers(ctx context.Context, conn *bmdb.Conn) (stop func(), err error) {
+	pol := bmdb.DefaultPolicy()
+	if _, err := bmdb.EvaluateBreakers(ctx, conn.Pool, pol); err != nil {
+		return nil, fmt.Errorf("evaluating breakers: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, _ = bmdb.EvaluateBreakers(ctx, conn.Pool, pol)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 func fleetName(n int) string {
@@ -214,4 +246,60 @@ func hotCounts(ctx context.Context, conn *bmdb.Conn) ([2]int64, error) {
 	err := conn.Pool.QueryRow(ctx, `
 		SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'machine_agent_heartbeat'`).Scan(&c[0], &c[1])
 	return c, err
+}
+
+// brakesOf gives a seeded fleet what operators and the budget leave on a
+// real one, so that the rules' holds, marks and budget read rows: holds on
+// 0.1% of the healthy machines (half machine-wide, half for Recovery),
+// needs-attention marks on 0.01% of them, and two Recovery starts in the
+// last day (within the budget) on a tenth of the stale machines. Chosen by
+// id, so a fleet's candidates stay the ones the seed made.
+func brakesOf(ctx context.Context, conn *bmdb.Conn) error {
+	_, err := conn.Pool.Exec(ctx, `
+		INSERT INTO machine_holds (machine_id, process, hold_reason, hold_actor, hold_until)
+		SELECT machine_id, CASE WHEN get_byte(uuid_send(machine_id), 1) < 128 THEN 'ShepherdRecovery'::process END,
+		       'bench', 'bench@bench', CASE WHEN get_byte(uuid_send(machine_id), 2) < 128 THEN now() + interval '1 day' END
+		FROM machine_agent_heartbeat
+		WHERE agent_heartbeat_at > now() - interval '5 minutes' AND (get_byte(uuid_send(machine_id), 0) * 256 + get_byte(uuid_send(machine_id), 3)) < 66;
+		INSERT INTO machine_attention (machine_id, process, attention_reason)
+		SELECT machine_id, 'ShepherdRecovery', 'bench' FROM machine_agent_heartbeat
+		WHERE agent_heartbeat_at > now() - interval '5 minutes' AND (get_byte(uuid_send(machine_id), 4) * 256 + get_byte(uuid_send(machine_id), 5)) < 7;
+		INSERT INTO work_history (machine_id, process, event, event_at, cause)
+		SELECT h.machine_id, 'ShepherdRecovery', 'Started', now() - n * interval '1 hour', 'bench'
+		FROM (SELECT machine_id FROM machine_agent_heartbeat
+		      WHERE agent_heartbeat_at < now() - interval '10 minutes' AND get_byte(uuid_send(machine_id), 7) < 26) h,
+		     generate_series(1, 2) n;
+		ANALYZE machine_holds, machine_attention, work_history`)
+	return err
+}
+
+// explainLatency times bmdb.Explain, as bmctl explain runs it, on random
+// machines of the fleet.
+func explainLatency(ctx context.Context, conn *bmdb.Conn, fleet, samples int) (Latency, error) {
+	l := Latency{Query: "explain", Fleet: fleet, Limit: 1}
+	stop, err := evaluateBreakers(ctx, conn)
+	if err != nil {
+		return l, err
+	}
+	defer stop()
+	pct := min(100, 200*float64(samples)/float64(max(fleet, 1)))
+	rows, _ := conn.Pool.Query(ctx, `SELECT machine_id FROM machines TABLESAMPLE BERNOULLI ($1) LIMIT $2`, pct, samples)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return l, err
+	}
+	if len(ids) == 0 {
+		return l, fmt.Errorf("no machines to explain")
+	}
+	times := make([]time.Duration, 0, len(ids))
+	for _, id := range ids {
+		start := time.Now()
+		if _, err := bmdb.Explain(ctx, conn.Pool, id); err != nil {
+			return l, fmt.Errorf("explaining %s: %w", id, err)
+		}
+		times = append(times, time.Since(start))
+	}
+	slices.Sort(times)
+	l.P50, l.P99, l.Eligible = times[len(times)/2], times[len(times)*99/100], len(ids)
+	return l, nil
 }

@@ -43,7 +43,9 @@ func agentStartCandidates(ctx context.Context, tx pgx.Tx, cmp string, start uuid
 }
 
 // agentStartSQL selects AgentStart candidates whose id compares to $1 as cmp
-// says (and that meet extra, if given), in id order, locking them.
+// says (and that meet extra, if given), in id order, locking them: every
+// condition of AgentStartRule over the machines awaiting an agent (a partial
+// index, migration 0004).
 //
 // The bound is repeated on every joined table: the planner may merge-join them
 // with the candidates in id order, and without it that merge reads them from
@@ -59,22 +61,21 @@ func agentStartSQL(cmp, extra string, limit int) string {
 	if extra != "" {
 		extra = " AND " + extra
 	}
+	q := literalParams(DefaultPolicy()) // AgentStart's rule reads no policy number
+	q.bound = func(alias string) string { return " AND " + alias + ".machine_id " + cmp + " $1" }
+	r := &AgentStartRule
 	return `
 		SELECT m.machine_id
 		FROM machine_provided p
-		JOIN machines m ON m.machine_id = p.machine_id
-		WHERE p.awaiting_agent AND p.machine_id ` + cmp + ` $1 AND m.machine_id ` + cmp + ` $1` + extra + `
-		  AND NOT EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = p.machine_id AND s.machine_id ` + cmp + ` $1)
-		  AND NOT EXISTS (SELECT 1 FROM work w WHERE w.machine_id = p.machine_id AND w.machine_id ` + cmp + ` $1
-		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdAgentStart'))
-		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = p.machine_id AND b.machine_id ` + cmp + ` $1
-		                  AND b.process = 'ShepherdAgentStart' AND b.backoff_until > now())
+		JOIN machines m ON m.machine_id = p.machine_id AND m.machine_id ` + cmp + ` $1` + joins(q, r.aliases(), "p") + `
+		WHERE p.awaiting_agent AND p.machine_id ` + cmp + ` $1` + extra + `
+		  AND ` + r.where(q, "") + `
 		ORDER BY p.machine_id
 		LIMIT ` + strconv.Itoa(limit) + `
 		FOR NO KEY UPDATE OF m SKIP LOCKED`
 }
 
-// RecoveryThresholds are the liveness rules of Recovery.
+// RecoveryThresholds are the liveness thresholds of Recovery.
 type RecoveryThresholds struct {
 	// NoHeartbeatAfterStart: an agent that never heart-beat this long after
 	// it was started needs recovery (DESIGN: 30 min).
@@ -87,41 +88,38 @@ type RecoveryThresholds struct {
 // DefaultRecoveryThresholds are DESIGN.md's.
 var DefaultRecoveryThresholds = RecoveryThresholds{NoHeartbeatAfterStart: 30 * time.Minute, StaleHeartbeat: 10 * time.Minute}
 
-// RecoveryCandidates returns provided machines with a started agent that never
-// heart-beat within th.NoHeartbeatAfterStart, or whose last heartbeat is older
-// than th.StaleHeartbeat, or for which an operator requested recovery
-// (migration 0007; those come first); with no shepherd work and no unexpired
-// Recovery backoff.
-func RecoveryCandidates(ctx context.Context, tx pgx.Tx, th RecoveryThresholds, limit int) ([]uuid.UUID, error) {
-	// Thresholds and limit are written into the SQL, as in
-	// AgentStartCandidates, so the statement is planned once per connection.
-	noHeartbeat := strconv.FormatFloat(th.NoHeartbeatAfterStart.Seconds(), 'f', -1, 64)
-	stale := strconv.FormatFloat(th.StaleHeartbeat.Seconds(), 'f', -1, 64)
-	rows, err := tx.Query(ctx, `
+// RecoveryCandidates returns up to limit machines that RecoveryRule makes
+// candidates under pol, those an operator requested first.
+func RecoveryCandidates(ctx context.Context, tx pgx.Tx, pol Policy, limit int) ([]uuid.UUID, error) {
+	rows, err := tx.Query(ctx, recoverySQL(literalParams(pol), "", limit))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
+
+// recoverySQL selects Recovery candidates: every condition of RecoveryRule
+// (invert, if set, names one that must fail instead) over a small driving
+// set that holds every candidate: the requested machines, the started agents
+// that never heart-beat (a partial index, migration 0004) and the coarse
+// heartbeats older than the threshold (never later than the exact ones).
+// The thresholds and limit are written into the SQL, as in agentStartSQL, so
+// the statement is planned once per connection.
+func recoverySQL(q ruleParams, invert string, limit int) string {
+	r := &RecoveryRule
+	return `
 		SELECT m.machine_id
 		FROM (
 			SELECT r.machine_id FROM machine_recovery_requested r
 			UNION ALL
 			SELECT s.machine_id FROM machine_agent_started s
-			WHERE NOT s.agent_heartbeat_seen
-			  AND s.agent_started_at < now() - make_interval(secs => `+noHeartbeat+`)
-			  AND NOT EXISTS (SELECT 1 FROM machine_agent_heartbeat h WHERE h.machine_id = s.machine_id)
+			WHERE NOT s.agent_heartbeat_seen AND s.agent_started_at < ` + ago(q.noHeartbeat) + `
 			UNION ALL
 			SELECT h.machine_id FROM machine_agent_heartbeat h
-			WHERE h.agent_heartbeat_coarse_at < now() - make_interval(secs => `+stale+`)
-			  AND h.agent_heartbeat_at < now() - make_interval(secs => `+stale+`)
-			  AND EXISTS (SELECT 1 FROM machine_agent_started s WHERE s.machine_id = h.machine_id)
+			WHERE h.agent_heartbeat_coarse_at < ` + ago(q.stale) + `
 		) c
-		JOIN machines m ON m.machine_id = c.machine_id
-		WHERE EXISTS (SELECT 1 FROM machine_provided p WHERE p.machine_id = c.machine_id)
-		  AND NOT EXISTS (SELECT 1 FROM work w WHERE w.machine_id = c.machine_id
-		                  AND process_exclusion_group(w.process) = process_exclusion_group('ShepherdRecovery'))
-		  AND NOT EXISTS (SELECT 1 FROM work_backoff b WHERE b.machine_id = c.machine_id
-		                  AND b.process = 'ShepherdRecovery' AND b.backoff_until > now())
-		LIMIT `+strconv.Itoa(limit)+`
-		FOR NO KEY UPDATE OF m SKIP LOCKED`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		JOIN machines m ON m.machine_id = c.machine_id` + joins(q, r.aliases()) + `
+		WHERE ` + r.where(q, invert) + `
+		LIMIT ` + strconv.Itoa(limit) + `
+		FOR NO KEY UPDATE OF m SKIP LOCKED`
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
@@ -110,12 +111,13 @@ func TestCandidateRules(t *testing.T) {
 	}
 	check("AgentStart", func(tx pgx.Tx) ([]uuid.UUID, error) { return bmdb.AgentStartCandidates(ctx, tx, 100) },
 		fresh, freshRecoveryBackoff, freshExpiredBackoff)
+	brakestest.Ready(t, db, bmdb.DefaultPolicy())
 	check("Recovery", func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, 100)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultPolicy(), 100)
 	}, neverBeat, stale, staleAgentStartBackoff)
 	// Thresholds are the caller's: with an hour's tolerance nothing is stale.
 	check("Recovery (1h thresholds)", func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 2 * 3600e9, StaleHeartbeat: 3600e9}, 100)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.Policy{Thresholds: bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 2 * 3600e9, StaleHeartbeat: 3600e9}}, 100)
 	})
 	// The limit is honoured.
 	if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
@@ -131,11 +133,11 @@ func TestCandidateRules(t *testing.T) {
 	// one going stale again brings it back.
 	heartbeat(neverBeat, "0 seconds")
 	check("Recovery after a heartbeat", func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, 100)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultPolicy(), 100)
 	}, stale, staleAgentStartBackoff)
 	exec(`UPDATE machine_agent_heartbeat SET agent_heartbeat_at = now() - interval '15 minutes' WHERE machine_id = $1`, neverBeat)
 	check("Recovery after it went stale", func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, 100)
+		return bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultPolicy(), 100)
 	}, neverBeat, stale, staleAgentStartBackoff)
 	// Clearing the agent tags (what Recovery does) hands the machine to AgentStart.
 	if err := bmdb.ClearAgentTags(ctx, db, stale); err != nil {

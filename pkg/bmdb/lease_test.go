@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -270,4 +271,74 @@ func TestWorkContextsEndWithTheSession(t *testing.T) {
 	}
 	kill(t, conn, s)
 	wg.Wait()
+}
+
+// TestClaimSeesWorkThatEndedUnderIt: a claim whose snapshot predates another
+// session's claim of the same machine waits for that claim's work row; if the
+// other session's work then fails (backoff written, work row gone) before the
+// claim's insert goes on, the claim must not take the machine on its stale
+// view of eligibility.
+func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 1)
+	a := session(t, conn, "a", 0)
+	b := session(t, conn, "b", 0)
+
+	// b's claim, not yet committed.
+	raw, err := pgx.Connect(ctx, conn.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	tx, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, 'ShepherdAgentStart')`, ids[0], b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		w   *bmdb.Work
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := a.ClaimAgentStart(ctx)
+		done <- result{w, err}
+	}()
+	// a's claim saw the machine free and now waits on b's row.
+	waitFor(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
+		var n int
+		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
+		return n > 0
+	})
+	// b's work fails at once: its row goes, a backoff and its history come.
+	for _, q := range []string{
+		`DELETE FROM work WHERE machine_id = $1 AND session_id = $2`,
+		`INSERT INTO work_backoff (machine_id, process, backoff_until, backoff_cause, backoff_last_interval_seconds) VALUES ($1, 'ShepherdAgentStart', now() + interval '1 hour', 'refused', 3600) ON CONFLICT DO NOTHING`,
+		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdAgentStart', 'Started', $2), ($1, 'ShepherdAgentStart', 'Failed', $2)`,
+	} {
+		args := []any{ids[0], b.ID()}
+		if !strings.Contains(q, "$2") {
+			args = args[:1]
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err == nil {
+		t.Fatalf("a claimed machine %s, in backoff since b's work failed under a's claim", r.w.Machine)
+	}
+	if !errors.Is(r.err, bmdb.ErrNothingToDo) {
+		t.Fatalf("a's claim: %v, want ErrNothingToDo", r.err)
+	}
+	var held int
+	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work`).Scan(&held); err != nil || held != 0 {
+		t.Fatalf("work rows: %d (%v), want none", held, err)
+	}
 }

@@ -61,7 +61,7 @@ func agentStart(limit int) func(tx pgx.Tx) ([]uuid.UUID, error) {
 
 func recovery(th bmdb.RecoveryThresholds, limit int) func(tx pgx.Tx) ([]uuid.UUID, error) {
 	return func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(context.Background(), tx, th, limit)
+		return bmdb.RecoveryCandidates(context.Background(), tx, bmdb.Policy{Thresholds: th}, limit)
 	}
 }
 

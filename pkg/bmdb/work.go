@@ -149,19 +149,24 @@ var (
 
 // claim runs one statement that checks the session, claims the first machine
 // the candidates query yields ($1 is arg; ctes, if any, end with a comma) and
-// records the claim: the history row exists only if the claim did. found says
-// whether there was a candidate at all. The insert's foreign key locks the
-// session row, so the sweep cannot delete it under a claim.
-func (s *Session) claim(ctx context.Context, q rowQuerier, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
-	var alive bool
-	var id pgtype.UUID
-	err = q.QueryRow(ctx, `
+// records the claim: the history row exists only if the claim did. found
+// says whether there was a candidate at all. The insert's foreign key locks
+// the session row, so the sweep cannot delete it under a claim. A second
+// statement in the same round trip and transaction (work_claim_check,
+// migration 0012) aborts the claim with a serialization failure if the
+// machine's history moved on after the first statement's snapshot. q is a
+// pool (the batch is then its own implicit transaction) or a transaction.
+func (s *Session) claim(ctx context.Context, q batchSender, ctes, candidates string, arg any, process Process) (found bool, claimed uuid.UUID, err error) {
+	b := &pgx.Batch{}
+	b.Queue(`
 		WITH `+ctes+` alive AS (
 			SELECT session_id FROM sessions WHERE session_id = $2 AND session_deadline > now()
 		), candidate AS (`+candidates+` LIMIT 1
 		), claimed AS (
-			INSERT INTO work (machine_id, session_id, process)
-			SELECT c.machine_id, a.session_id, $3::process FROM candidate c, alive a
+			INSERT INTO work (machine_id, session_id, process, work_claim_seen)
+			SELECT c.machine_id, a.session_id, $3::process,
+			       (SELECT coalesce(max(h.work_history_id), 0) FROM work_history h WHERE h.machine_id = c.machine_id)
+			FROM candidate c, alive a
 			ON CONFLICT DO NOTHING
 			RETURNING machine_id, process
 		), logged AS (
@@ -170,20 +175,38 @@ func (s *Session) claim(ctx context.Context, q rowQuerier, ctes, candidates stri
 			RETURNING machine_id
 		)
 		SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM candidate), (SELECT machine_id FROM logged)`,
-		arg, s.id, process, s.component, s.host).Scan(&alive, &found, &id)
+		arg, s.id, process, s.component, s.host).QueryRow(func(row pgx.Row) error {
+		var alive bool
+		var id pgtype.UUID
+		if err := row.Scan(&alive, &found, &id); err != nil {
+			return err
+		}
+		if !alive {
+			return ErrSessionExpired
+		}
+		claimed = id.Bytes
+		return nil
+	})
+	b.Queue(`SELECT work_claim_check($1, $2)`, s.id, process)
+	err = q.SendBatch(ctx, b).Close()
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe) && pe.ConstraintName == "work_session_id_fkey":
 		// Closed while claiming: the row went after the check.
 		s.markExpired()
 		return false, uuid.Nil, ErrSessionExpired
+	case errors.Is(err, ErrSessionExpired):
+		s.markExpired()
+		return false, uuid.Nil, err
 	case err != nil:
 		return false, uuid.Nil, err
-	case !alive:
-		s.markExpired()
-		return false, uuid.Nil, ErrSessionExpired
 	}
-	return found, id.Bytes, nil
+	return found, claimed, nil
+}
+
+// batchSender is a pool or a transaction.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // releaseOrphans ends work that a claim whose answer was lost (the database

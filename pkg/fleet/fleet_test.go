@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
@@ -140,6 +141,7 @@ func TestStates(t *testing.T) {
 	}
 	want[recovering] = fleet.StateRecovering
 
+	brakestest.Ready(t, conn.Pool, bmdb.DefaultPolicy())
 	list, err := fleet.ListMachines(ctx, conn.Pool, fleet.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,28 @@ type MachineSummary struct {
 	// (AgentStart before the agent started, Recovery after), else any
 	// unexpired one.
 	Backoff *ActiveBackoff `json:"backoff"`
+	// Hold is the operator's active hold that matters most (machine-wide,
+	// else the process the machine waits for), if any.
+	Hold *HoldMark `json:"hold"`
+	// Attention is a needs-attention mark, if any (Recovery's first).
+	Attention *AttentionMark `json:"attention"`
+}
+
+// HoldMark is an operator's hold on a machine.
+type HoldMark struct {
+	// Process is the process held, or "all".
+	Process string     `json:"process"`
+	Reason  string     `json:"reason"`
+	Actor   string     `json:"actor"`
+	Until   *time.Time `json:"until"` // nil: until released
+}
+
+// AttentionMark is a needs-attention mark: the process leaves the machine
+// alone until an operator clears it.
+type AttentionMark struct {
+	Process bmdb.Process `json:"process"`
+	Reason  string       `json:"reason"`
+	Since   time.Time    `json:"since"`
 }
 
 // WorkHeld is a work item and the session that holds it.
@@ -125,27 +147,59 @@ type ListOptions struct {
 	Limit  int
 	Offset int
 
-	// Thresholds decide healthy, awaiting_heartbeat, no_heartbeat and
-	// heartbeat_stale; zero fields take bmdb.DefaultRecoveryThresholds.
+	// Policy is the candidate rules' policy machines are judged by; nil
+	// takes the one the running shepherd recorded (bmdb.CurrentPolicy).
+	Policy *bmdb.Policy
+	// Thresholds, where not zero, replace the policy's.
 	Thresholds bmdb.RecoveryThresholds
 }
 
-func thresholdsOrDefault(th bmdb.RecoveryThresholds) bmdb.RecoveryThresholds {
-	if th.NoHeartbeatAfterStart <= 0 {
-		th.NoHeartbeatAfterStart = bmdb.DefaultRecoveryThresholds.NoHeartbeatAfterStart
-	}
-	if th.StaleHeartbeat <= 0 {
-		th.StaleHeartbeat = bmdb.DefaultRecoveryThresholds.StaleHeartbeat
-	}
-	return th
+// withPolicy resolves o.Policy (reading the recorded one if nil) with
+// o.Thresholds over it, once per snapshot, so every query of a list judges
+// by the same numbers.
+func (o ListOptions) withPolicy(ctx context.Context, db DB) (ListOptions, error) {
+	pol, err := resolvePolicy(ctx, db, o.Policy, o.Thresholds)
+	o.Policy, o.Thresholds = &pol, pol.Thresholds
+	return o, err
 }
 
-// machineRowsSQL is every machine with its state: one row per machine, since
-// each join matches at most one row (the shepherd's work is unique per
-// machine by the work_exclusion index, backoffs by their primary key). Plain
-// left joins let the planner walk an index for a short sorted page and hash
-// the tables for a whole-fleet scan. $1, $2: thresholds in seconds.
-const machineRowsSQL = `
+func resolvePolicy(ctx context.Context, db DB, pol *bmdb.Policy, th bmdb.RecoveryThresholds) (bmdb.Policy, error) {
+	var p bmdb.Policy
+	if pol != nil {
+		p = *pol
+	} else {
+		rp, err := bmdb.CurrentPolicy(ctx, db)
+		if err != nil {
+			return p, err
+		}
+		p = rp.Policy
+	}
+	if th.NoHeartbeatAfterStart > 0 {
+		p.Thresholds.NoHeartbeatAfterStart = th.NoHeartbeatAfterStart
+	}
+	if th.StaleHeartbeat > 0 {
+		p.Thresholds.StaleHeartbeat = th.StaleHeartbeat
+	}
+	return p.WithDefaults(), nil
+}
+
+// policy is o's resolved policy (the defaults if withPolicy did not run).
+func (o ListOptions) policy() bmdb.Policy {
+	if o.Policy == nil {
+		p, _ := resolvePolicy(context.Background(), nil, &bmdb.Policy{}, o.Thresholds)
+		return p
+	}
+	return o.Policy.WithDefaults()
+}
+
+// machineRowsSQL is every machine with its state under pol: one row per
+// machine, since each join of the candidate rules (bmdb.ViewSQL) matches at
+// most one row. Plain left joins let the planner walk an index for a short
+// sorted page and hash the tables for a whole-fleet scan. $1, $2: the
+// policy's thresholds in seconds (thresholdArgs).
+func machineRowsSQL(pol bmdb.Policy) string {
+	joins, state := bmdb.ViewSQL(pol)
+	return `
 	SELECT m.machine_id, m.machine_created_at,
 		coalesce(p.provider, '') AS provider, coalesce(p.provider_id, '') AS provider_id,
 		coalesce(p.provider_address, '') AS address, coalesce(p.provider_location, '') AS location,
@@ -156,20 +210,28 @@ const machineRowsSQL = `
 		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.process, br.process) ELSE coalesce(br.process, ba.process) END AS backoff_process,
 		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.backoff_until, br.backoff_until) ELSE coalesce(br.backoff_until, ba.backoff_until) END AS backoff_until,
 		CASE WHEN s.machine_id IS NULL THEN coalesce(ba.backoff_cause, br.backoff_cause) ELSE coalesce(br.backoff_cause, ba.backoff_cause) END AS backoff_cause,
-		` + stateSQL + ` AS state
-	FROM machines m
-	LEFT JOIN machine_provided p ON p.machine_id = m.machine_id
-	LEFT JOIN machine_agent_started s ON s.machine_id = m.machine_id
-	LEFT JOIN machine_agent_heartbeat h ON h.machine_id = m.machine_id
-	LEFT JOIN work w ON w.machine_id = m.machine_id AND process_exclusion_group(w.process) = 'shepherd'
-	LEFT JOIN sessions ws ON ws.session_id = w.session_id
-	LEFT JOIN work_backoff ba ON ba.machine_id = m.machine_id AND ba.process = 'ShepherdAgentStart' AND ba.backoff_until > now()
-	LEFT JOIN work_backoff br ON br.machine_id = m.machine_id AND br.process = 'ShepherdRecovery' AND br.backoff_until > now()`
+		CASE WHEN hall.machine_id IS NOT NULL THEN 'all' WHEN s.machine_id IS NULL THEN coalesce(ha.process, hr.process)::text ELSE coalesce(hr.process, ha.process)::text END AS hold_process,
+		coalesce(hall.hold_reason, CASE WHEN s.machine_id IS NULL THEN coalesce(ha.hold_reason, hr.hold_reason) ELSE coalesce(hr.hold_reason, ha.hold_reason) END) AS hold_reason,
+		coalesce(hall.hold_actor, CASE WHEN s.machine_id IS NULL THEN coalesce(ha.hold_actor, hr.hold_actor) ELSE coalesce(hr.hold_actor, ha.hold_actor) END) AS hold_actor,
+		CASE WHEN hall.machine_id IS NOT NULL THEN hall.hold_until WHEN s.machine_id IS NULL THEN coalesce(ha.hold_until, hr.hold_until) ELSE coalesce(hr.hold_until, ha.hold_until) END AS hold_until,
+		coalesce(attr.process, atta.process) AS attention_process,
+		coalesce(attr.attention_reason, atta.attention_reason) AS attention_reason,
+		coalesce(attr.attention_since, atta.attention_since) AS attention_since,
+		` + state + ` AS state
+	FROM machines m` + joins + `
+	LEFT JOIN sessions ws ON ws.session_id = w.session_id`
+}
+
+// thresholdArgs are $1 and $2 of machineRowsSQL.
+func thresholdArgs(pol bmdb.Policy) []any {
+	return []any{pol.Thresholds.NoHeartbeatAfterStart.Seconds(), pol.Thresholds.StaleHeartbeat.Seconds()}
+}
 
 const summaryColumns = `machine_id, machine_created_at, provider, provider_id, address, location, provider_status,
 	state, agent_started_at, agent_heartbeat_at,
 	work_process, work_detail, work_started_at, session_id, session_component, session_host,
-	backoff_process, backoff_until, backoff_cause`
+	backoff_process, backoff_until, backoff_cause,
+	hold_process, hold_reason, hold_actor, hold_until, attention_process, attention_reason, attention_since`
 
 func scanSummary(row pgx.CollectableRow) (MachineSummary, error) {
 	// A scanner of its own: the summary may point into it.
@@ -190,8 +252,12 @@ type summaryScanner struct {
 	id, wSession                                           pgtype.UUID
 	startedAt, heartbeatAt, wStarted, bUntil               pgtype.Timestamptz
 	wProcess, wDetail, wComponent, wHost, bProcess, bCause pgtype.Text
+	hProcess, hReason, hActor, aProcess, aReason           pgtype.Text
+	hUntil, aSince                                         pgtype.Timestamptz
 	work                                                   WorkHeld
 	backoff                                                ActiveBackoff
+	hold                                                   HoldMark
+	attention                                              AttentionMark
 	dest                                                   []any
 }
 
@@ -201,7 +267,8 @@ func newSummaryScanner() *summaryScanner {
 	s.dest = []any{&s.id, &m.CreatedAt, &m.Provider, &m.ProviderID, &m.Address, &m.Location, &m.ProviderStatus,
 		&m.State, &s.startedAt, &s.heartbeatAt,
 		&s.wProcess, &s.wDetail, &s.wStarted, &s.wSession, &s.wComponent, &s.wHost,
-		&s.bProcess, &s.bUntil, &s.bCause}
+		&s.bProcess, &s.bUntil, &s.bCause,
+		&s.hProcess, &s.hReason, &s.hActor, &s.hUntil, &s.aProcess, &s.aReason, &s.aSince}
 	return s
 }
 
@@ -214,7 +281,7 @@ func (s *summaryScanner) scan(row pgx.Row) (*MachineSummary, error) {
 	}
 	m := &s.m
 	m.ID = s.id.Bytes
-	m.AgentStartedAt, m.LastHeartbeatAt, m.Work, m.Backoff = nil, nil, nil, nil
+	m.AgentStartedAt, m.LastHeartbeatAt, m.Work, m.Backoff, m.Hold, m.Attention = nil, nil, nil, nil, nil, nil
 	if s.startedAt.Valid {
 		m.AgentStartedAt = &s.startedAt.Time
 	}
@@ -229,6 +296,18 @@ func (s *summaryScanner) scan(row pgx.Row) (*MachineSummary, error) {
 	if s.bProcess.Valid {
 		s.backoff = ActiveBackoff{Process: bmdb.Process(s.bProcess.String), Until: s.bUntil.Time, Cause: s.bCause.String}
 		m.Backoff = &s.backoff
+	}
+	if s.hProcess.Valid {
+		s.hold = HoldMark{Process: s.hProcess.String, Reason: s.hReason.String, Actor: s.hActor.String}
+		if s.hUntil.Valid {
+			t := s.hUntil.Time
+			s.hold.Until = &t
+		}
+		m.Hold = &s.hold
+	}
+	if s.aProcess.Valid {
+		s.attention = AttentionMark{Process: bmdb.Process(s.aProcess.String), Reason: s.aReason.String, Since: s.aSince.Time}
+		m.Attention = &s.attention
 	}
 	return m, nil
 }
@@ -256,6 +335,18 @@ func (m *MachineSummary) Clone() MachineSummary {
 	if c.Backoff != nil {
 		b := *c.Backoff
 		c.Backoff = &b
+	}
+	if c.Hold != nil {
+		h := *c.Hold
+		if h.Until != nil {
+			t := *h.Until
+			h.Until = &t
+		}
+		c.Hold = &h
+	}
+	if c.Attention != nil {
+		a := *c.Attention
+		c.Attention = &a
 	}
 	return c
 }
@@ -306,14 +397,25 @@ var narrowSQL = map[State]string{
 	StateBackedOff:         "SELECT machine_id FROM work_backoff WHERE backoff_until > now()",
 	StateAwaitingHeartbeat: "SELECT machine_id FROM machine_agent_started WHERE NOT agent_heartbeat_seen",
 	StateNoHeartbeat:       "SELECT machine_id FROM machine_agent_started WHERE NOT agent_heartbeat_seen",
-	StateHeartbeatStale:    "SELECT machine_id FROM machine_agent_heartbeat WHERE agent_heartbeat_coarse_at < now() - make_interval(secs => $2)",
+	StateHeartbeatStale:    staleNarrow,
+	StateHeld:              "SELECT machine_id FROM machine_holds",
+	StateNeedsAttention:    "SELECT machine_id FROM machine_attention UNION " + deadNarrow,
+	StateObserverGap:       deadNarrow,
+	StateBreakerOpen:       deadNarrow,
+	StateRecoveryRequested: "SELECT machine_id FROM machine_recovery_requested",
 }
+
+// deadNarrow holds every machine Recovery's dead condition may hold for,
+// requests aside: started agents that never heart-beat and stale heartbeats.
+const (
+	staleNarrow = "SELECT machine_id FROM machine_agent_heartbeat WHERE agent_heartbeat_coarse_at < now() - make_interval(secs => $2)"
+	deadNarrow  = "SELECT machine_id FROM machine_agent_started WHERE NOT agent_heartbeat_seen UNION " + staleNarrow
+)
 
 // where builds the WHERE clause of a list over "(machineRowsSQL) x", with
 // parameters numbered after the two thresholds.
 func (o ListOptions) where() (string, []any) {
-	th := thresholdsOrDefault(o.Thresholds)
-	args := []any{th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds()}
+	args := thresholdArgs(o.policy())
 	param := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
@@ -392,6 +494,16 @@ func EachMachine(ctx context.Context, db DB, o ListOptions, fn func(m *MachineSu
 
 // run queries the list o asks for in one snapshot and hands its rows to fn.
 func (o ListOptions) run(ctx context.Context, db DB, fn func(pgx.Rows) error) error {
+	return snapshot(ctx, db, func(db DB) error {
+		o, err := o.withPolicy(ctx, db)
+		if err != nil {
+			return err
+		}
+		return o.runIn(ctx, db, fn)
+	})
+}
+
+func (o ListOptions) runIn(ctx context.Context, db DB, fn func(pgx.Rows) error) error {
 	from, args := o.query()
 	sort := o.Sort
 	if sort == "" {
@@ -421,32 +533,37 @@ func (o ListOptions) run(ctx context.Context, db DB, fn func(pgx.Rows) error) er
 		args = append(args, o.Offset)
 		q += fmt.Sprintf(" OFFSET $%d", len(args))
 	}
-	return snapshot(ctx, db, func(db DB) error {
-		if _, err := db.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
-			return err
-		}
-		rows, err := db.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		return fn(rows)
-	})
+	if _, err := db.Exec(ctx, "SELECT set_config('work_mem', $1, true)", listWorkMem); err != nil {
+		return err
+	}
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	return fn(rows)
 }
 
 // CountMachines returns how many machines pass the filters of o (ignoring
 // its sort and paging), for a pager's "rows x-y of n".
 func CountMachines(ctx context.Context, db DB, o ListOptions) (int, error) {
+	o, err := o.withPolicy(ctx, db)
+	if err != nil {
+		return 0, err
+	}
 	from, args := o.query()
 	var n int
-	err := db.QueryRow(ctx, "SELECT count(*) FROM "+from, args...).Scan(&n)
+	err = db.QueryRow(ctx, "SELECT count(*) FROM "+from, args...).Scan(&n)
 	return n, err
 }
 
 // GetMachine returns the summary of one machine, or ErrUnknownMachine.
 func GetMachine(ctx context.Context, db DB, id uuid.UUID, th bmdb.RecoveryThresholds) (MachineSummary, error) {
-	th = thresholdsOrDefault(th)
-	rows, err := db.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL+") x WHERE machine_id = $3",
-		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), id)
+	pol, err := resolvePolicy(ctx, db, nil, th)
+	if err != nil {
+		return MachineSummary{}, err
+	}
+	rows, err := db.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL(pol)+") x WHERE machine_id = $3",
+		append(thresholdArgs(pol), id)...)
 	if err != nil {
 		return MachineSummary{}, err
 	}
@@ -484,7 +601,7 @@ func (o ListOptions) query() (string, []any) {
 		sets = append(sets, "(SELECT machine_id FROM work WHERE process::text = "+p+
 			" UNION SELECT machine_id FROM work_backoff WHERE process::text = "+p+" AND backoff_until > now())")
 	}
-	rows := machineRowsSQL
+	rows := machineRowsSQL(o.policy())
 	if len(sets) > 0 {
 		rows = strings.Replace(rows, "FROM machines m",
 			"FROM ("+strings.Join(sets, " INTERSECT ")+") narrowed JOIN machines m ON m.machine_id = narrowed.machine_id", 1)

@@ -101,7 +101,8 @@ func (c *Collector) read() (Stats, map[State]float64, error) {
 var timedStates = []State{StateAgentStarting, StateRecovering, StateAccessing, StateAwaitingHeartbeat, StateNoHeartbeat, StateHeartbeatStale}
 
 // stateAgesSQL is, per timed state, how long its oldest machine has been in it.
-const stateAgesSQL = `SELECT state, extract(epoch FROM now() - min(CASE state
+func stateAgesSQL(pol bmdb.Policy) string {
+	return `SELECT state, extract(epoch FROM now() - min(CASE state
 		WHEN 'agent_starting' THEN work_started_at
 		WHEN 'recovering' THEN work_started_at
 		WHEN 'accessing' THEN work_started_at
@@ -109,13 +110,17 @@ const stateAgesSQL = `SELECT state, extract(epoch FROM now() - min(CASE state
 		WHEN 'no_heartbeat' THEN agent_started_at + make_interval(secs => $1)
 		WHEN 'heartbeat_stale' THEN agent_heartbeat_at + make_interval(secs => $2)
 	END))::float8
-	FROM (` + machineRowsSQL + `) x GROUP BY state`
+	FROM (` + machineRowsSQL(pol) + `) x GROUP BY state`
+}
 
 // StateAges says, for each timed state, how long the machine longest in it
 // has been there, in seconds (0 when no machine is).
 func StateAges(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (map[State]float64, error) {
-	th = thresholdsOrDefault(th)
-	rows, err := db.Query(ctx, stateAgesSQL, th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds())
+	pol, err := resolvePolicy(ctx, db, nil, th)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, stateAgesSQL(pol), thresholdArgs(pol)...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 )
@@ -36,6 +37,7 @@ func TestCollector(t *testing.T) {
 	started("healthy")
 	started("stale")
 	add(t, conn, "new", "a")
+	brakestest.Ready(t, conn.Pool, bmdb.DefaultPolicy()) // an endpoint and a shepherd run
 
 	th := bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 30 * time.Minute, StaleHeartbeat: 10 * time.Minute}
 	reg := prometheus.NewRegistry()

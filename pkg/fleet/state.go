@@ -5,30 +5,35 @@ import (
 	"strings"
 )
 
-// State is what is happening to a machine, derived in SQL from its tags, its
-// shepherd work and its backoffs (see stateSQL). Exactly one applies, checked
-// in this order:
+// State is what is happening to a machine, derived in SQL from the candidate
+// rules of pkg/bmdb (bmdb.ViewSQL): for the process the machine waits for
+// (AgentStart until its agent started, then Recovery), the first condition
+// of that process's rule that fails names the state; a machine that passes
+// them all is in one of its process's candidate states (new for AgentStart;
+// no_heartbeat, heartbeat_stale, recovery_requested for Recovery), exactly
+// the machines the claim queries may pick under the same policy.
 //
-//   - agent_starting: AgentStart holds work on the machine.
-//   - recovering: Recovery holds work on the machine.
-//   - accessing: the legacy ShepherdAccess process holds work on it (an old
-//     shepherd during a rolling upgrade).
+//   - agent_starting, recovering, accessing: AgentStart, Recovery or the
+//     legacy ShepherdAccess process holds work on the machine.
 //   - unprovided: no provided tag; no process acts on it.
+//   - held: an operator's hold covers the machine (machine-wide, or for the
+//     process it waits for).
 //   - new: provided, no started agent: waiting for AgentStart.
 //   - awaiting_heartbeat: agent started, no heartbeat yet, still within the
 //     NoHeartbeatAfterStart threshold.
 //   - healthy: the last heartbeat is within the StaleHeartbeat threshold.
-//   - no_heartbeat: agent started longer than NoHeartbeatAfterStart ago and
-//     never heart-beat: waiting for Recovery.
-//   - heartbeat_stale: the last heartbeat is older than StaleHeartbeat:
-//     waiting for Recovery.
-//   - backed_off: the machine would be new, no_heartbeat or heartbeat_stale,
-//     but the process that would act on it (AgentStart or Recovery) has an
-//     unexpired backoff on it, so it waits for the backoff to end.
-//
-// The waiting states (new, no_heartbeat, heartbeat_stale) are exactly the
-// machines the candidate queries of pkg/bmdb may pick, given the same
-// thresholds.
+//   - backed_off: the process the machine waits for has an unexpired
+//     backoff on it.
+//   - needs_attention: a needs-attention mark (the remediation budget is
+//     exhausted), or Recovery's budget is used up and the mark is coming.
+//   - observer_gap: stale, but no heartbeat endpoint has been watching for
+//     the whole threshold (it or BMDB was down): the machine gets the full
+//     threshold again.
+//   - breaker_open: stale, but the circuit breaker of the fleet or of its
+//     location is open.
+//   - no_heartbeat, heartbeat_stale: agent silent since its start, or last
+//     heartbeat too old: waiting for Recovery.
+//   - recovery_requested: an operator asked for Recovery: waiting for it.
 type State string
 
 const (
@@ -42,13 +47,20 @@ const (
 	StateNoHeartbeat       State = "no_heartbeat"
 	StateHeartbeatStale    State = "heartbeat_stale"
 	StateBackedOff         State = "backed_off"
+	StateHeld              State = "held"
+	StateNeedsAttention    State = "needs_attention"
+	StateObserverGap       State = "observer_gap"
+	StateBreakerOpen       State = "breaker_open"
+	StateRecoveryRequested State = "recovery_requested"
 )
 
 // States lists every state, in a stable order for tables and statistics:
-// the machine's life from registration to health, then trouble.
+// the machine's life from registration to health, then trouble, then the
+// brakes.
 var States = []State{
 	StateUnprovided, StateNew, StateAgentStarting, StateAwaitingHeartbeat, StateHealthy,
-	StateNoHeartbeat, StateHeartbeatStale, StateRecovering, StateBackedOff, StateAccessing,
+	StateNoHeartbeat, StateHeartbeatStale, StateRecoveryRequested, StateRecovering, StateBackedOff, StateAccessing,
+	StateHeld, StateNeedsAttention, StateObserverGap, StateBreakerOpen,
 }
 
 // ParseState accepts a state name case-insensitively, with '-', '_' or ' '
@@ -66,20 +78,3 @@ func ParseState(s string) (State, error) {
 	}
 	return "", fmt.Errorf("unknown state %q (want one of %s)", s, strings.Join(names, ", "))
 }
-
-// stateSQL computes State over the joins of machineFrom; $1 and $2 are the
-// NoHeartbeatAfterStart and StaleHeartbeat thresholds in seconds. It mirrors
-// the candidate rules of pkg/bmdb (strict inequalities included).
-const stateSQL = `CASE
-		WHEN w.process = 'ShepherdAgentStart' THEN 'agent_starting'
-		WHEN w.process = 'ShepherdRecovery' THEN 'recovering'
-		WHEN w.process IS NOT NULL THEN 'accessing'
-		WHEN p.machine_id IS NULL THEN 'unprovided'
-		WHEN s.machine_id IS NULL THEN
-			CASE WHEN ba.machine_id IS NULL THEN 'new' ELSE 'backed_off' END
-		WHEN h.machine_id IS NULL AND s.agent_started_at >= now() - make_interval(secs => $1) THEN 'awaiting_heartbeat'
-		WHEN h.agent_heartbeat_at >= now() - make_interval(secs => $2) THEN 'healthy'
-		WHEN br.machine_id IS NOT NULL THEN 'backed_off'
-		WHEN h.machine_id IS NULL THEN 'no_heartbeat'
-		ELSE 'heartbeat_stale'
-	END`

@@ -22,6 +22,11 @@ type Stats struct {
 	Sessions  SessionStats   `json:"sessions"`
 	// OldestWork is the work item held longest, nil when nothing is held.
 	OldestWork *OldestWork `json:"oldest_work"`
+	// Policy is what the states were judged by: the running shepherd's.
+	Policy bmdb.RecordedPolicy `json:"policy"`
+	// Brakes: breakers (Recovery stops where one is open), the heartbeat
+	// observer, holds and needs-attention marks.
+	Brakes bmdb.BrakesStatus `json:"brakes"`
 }
 
 type ProcessStats struct {
@@ -47,14 +52,24 @@ type OldestWork struct {
 
 // GetStats counts the fleet in one snapshot.
 func GetStats(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Stats, error) {
-	th = thresholdsOrDefault(th)
 	st := Stats{ByState: map[State]int{}}
 	for _, s := range States {
 		st.ByState[s] = 0
 	}
 	err := snapshot(ctx, db, func(db DB) error {
-		rows, err := db.Query(ctx, "SELECT state, count(*) FROM ("+machineRowsSQL+") x GROUP BY state",
-			th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds())
+		rp, err := bmdb.CurrentPolicy(ctx, db)
+		if err != nil {
+			return err
+		}
+		st.Policy = rp
+		pol, err := resolvePolicy(ctx, db, &rp.Policy, th)
+		if err != nil {
+			return err
+		}
+		if st.Brakes, err = bmdb.Brakes(ctx, db, pol); err != nil {
+			return err
+		}
+		rows, err := db.Query(ctx, "SELECT state, count(*) FROM ("+machineRowsSQL(pol)+") x GROUP BY state", thresholdArgs(pol)...)
 		if err != nil {
 			return err
 		}

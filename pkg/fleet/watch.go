@@ -85,6 +85,8 @@ type Summary struct {
 	ByState  map[State]int
 	Work     map[bmdb.Process]int
 	Backoffs map[bmdb.Process]int
+	// Brakes are the breakers, observer, holds and marks.
+	Brakes bmdb.BrakesStatus
 }
 
 // WatchWindow returns the machines o.Offset to o.Offset+o.Limit of the list o
@@ -100,13 +102,17 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 	if err != nil {
 		return w, err
 	}
-	from, args := o.query()
-	args = append(args, max(o.Limit, 1), max(o.Offset, 0))
-	q := "SELECT " + summaryColumns + " FROM " + from +
-		" ORDER BY " + order + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
 	filtered := len(o.States) > 0 || o.Process != "" || o.Provider != "" || o.Location != "" || o.Match != ""
-	keys, keyArgs, keyed := keyQuery(o.Sort, o.Thresholds)
 	err = snapshot(ctx, db, func(tx DB) error {
+		o, err := o.withPolicy(ctx, tx)
+		if err != nil {
+			return err
+		}
+		from, args := o.query()
+		args = append(args, max(o.Limit, 1), max(o.Offset, 0))
+		q := "SELECT " + summaryColumns + " FROM " + from +
+			" ORDER BY " + order + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
+		keys, keyArgs, keyed := keyQuery(o.Sort, o)
 		// A view refreshes with the same few statements over and over:
 		// plan each once per connection (generic plans of the prepared
 		// statements) instead of on every refresh, since planning these
@@ -115,8 +121,7 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 		if _, err := tx.Exec(ctx, "SELECT set_config('work_mem', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)", listWorkMem); err != nil {
 			return err
 		}
-		var err error
-		if w.Summary, err = FleetSummary(ctx, tx, o.Thresholds); err != nil {
+		if w.Summary, err = fleetSummary(ctx, tx, o); err != nil {
 			return err
 		}
 		w.Total = w.Summary.Machines
@@ -147,7 +152,7 @@ func WatchWindow(ctx context.Context, db DB, o ListOptions) (Window, error) {
 // The view's pages then cost a scan of one or two narrow tables and the rows
 // of one page, not the derivation of every machine's row. Each key matches
 // machineRowsSQL's column (the tests compare both paths).
-func keyQuery(s Sort, th bmdb.RecoveryThresholds) (string, []any, bool) {
+func keyQuery(s Sort, o ListOptions) (string, []any, bool) {
 	const provided = `FROM machines m LEFT JOIN machine_provided p ON p.machine_id = m.machine_id`
 	switch s {
 	case SortProvider:
@@ -204,7 +209,7 @@ func keyQuery(s Sort, th bmdb.RecoveryThresholds) (string, []any, bool) {
 		for i, st := range States {
 			names[i] = "'" + string(st) + "'"
 		}
-		from, args := ListOptions{States: troubleStates, Thresholds: th}.query()
+		from, args := ListOptions{States: troubleStates, Policy: o.Policy, Thresholds: o.Thresholds}.query()
 		return `WITH trouble AS MATERIALIZED (SELECT machine_id, state, provider, provider_id FROM ` + from + `)
 			SELECT machine_id FROM (
 				SELECT machine_id, state, provider, provider_id FROM trouble
@@ -230,7 +235,7 @@ func keyedWindow(ctx context.Context, tx DB, o ListOptions, keys string, args []
 	if o.Descending {
 		dir = "DESC NULLS LAST"
 	}
-	th := thresholdsOrDefault(o.Thresholds)
+	pol := o.policy()
 	args = append(slices.Clip(args), max(o.Limit, 1), max(o.Offset, 0))
 	q := fmt.Sprintf(keys, dir) + fmt.Sprintf(" LIMIT $%d OFFSET $%d", len(args)-1, len(args))
 	q = strings.NewReplacer(
@@ -245,8 +250,8 @@ func keyedWindow(ctx context.Context, tx DB, o ListOptions, keys string, args []
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	rows, err = tx.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL+") x WHERE machine_id = ANY($3)",
-		th.NoHeartbeatAfterStart.Seconds(), th.StaleHeartbeat.Seconds(), ids)
+	rows, err = tx.Query(ctx, "SELECT "+summaryColumns+" FROM ("+machineRowsSQL(pol)+") x WHERE machine_id = ANY($3)",
+		append(thresholdArgs(pol), ids)...)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +270,8 @@ func keyedWindow(ctx context.Context, tx DB, o ListOptions, keys string, args []
 // troubleStates are the states a machine outside every narrowSQL set cannot
 // be in: such a machine is healthy if provided, else unprovided.
 var troubleStates = []State{StateNew, StateAgentStarting, StateAwaitingHeartbeat, StateNoHeartbeat,
-	StateHeartbeatStale, StateRecovering, StateBackedOff, StateAccessing}
+	StateHeartbeatStale, StateRecovering, StateBackedOff, StateAccessing,
+	StateHeld, StateNeedsAttention, StateObserverGap, StateBreakerOpen, StateRecoveryRequested}
 
 // FleetSummary counts the fleet by state, and work and unexpired backoffs by
 // process, at the cost of the machines in trouble rather than of the fleet.
@@ -277,9 +283,23 @@ var troubleStates = []State{StateNew, StateAgentStarting, StateAwaitingHeartbeat
 // less those held by shepherd work, and healthy is the rest. A test checks
 // this against the whole-fleet GROUP BY of GetStats.
 func FleetSummary(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Summary, error) {
+	var sum Summary
+	err := snapshot(ctx, db, func(tx DB) error {
+		o, err := ListOptions{Thresholds: th}.withPolicy(ctx, tx)
+		if err != nil {
+			return err
+		}
+		sum, err = fleetSummary(ctx, tx, o)
+		return err
+	})
+	return sum, err
+}
+
+// fleetSummary is FleetSummary under o's resolved policy.
+func fleetSummary(ctx context.Context, db DB, o ListOptions) (Summary, error) {
 	sum := Summary{ByState: map[State]int{}, Work: map[bmdb.Process]int{}, Backoffs: map[bmdb.Process]int{}}
 	err := snapshot(ctx, db, func(tx DB) error {
-		from, args := ListOptions{States: troubleStates, Thresholds: th}.query()
+		from, args := ListOptions{States: troubleStates, Policy: o.Policy, Thresholds: o.Thresholds}.query()
 		rows, err := tx.Query(ctx, "SELECT state, count(*) FROM "+from+" GROUP BY state", args...)
 		if err != nil {
 			return err
@@ -308,6 +328,9 @@ func FleetSummary(ctx context.Context, db DB, th bmdb.RecoveryThresholds) (Summa
 		}
 		if n := sum.Machines - trouble - sum.ByState[StateUnprovided]; n > 0 {
 			sum.ByState[StateHealthy] = n
+		}
+		if sum.Brakes, err = bmdb.Brakes(ctx, tx, o.policy()); err != nil {
+			return err
 		}
 		rows, err = tx.Query(ctx, `
 			SELECT process, count(*), 'work' FROM work GROUP BY process

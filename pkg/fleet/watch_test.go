@@ -45,7 +45,7 @@ func TestWatchKeyedOrderMatchesFullRows(t *testing.T) {
 	for _, s := range []Sort{SortProvider, SortLocation, SortAddress, SortCreated, SortHeartbeat, SortWork, SortSince, SortBackoff, SortState} {
 		for _, desc := range []bool{false, true} {
 			o := ListOptions{Sort: s, Descending: desc, Limit: 5000}
-			keys, args, ok := keyQuery(s, o.Thresholds)
+			keys, args, ok := keyQuery(s, o)
 			if !ok {
 				t.Fatalf("sort %s has no key query", s)
 			}
@@ -81,7 +81,7 @@ func TestWatchKeyedOrderMatchesFullRows(t *testing.T) {
 		for _, desc := range []bool{false, true} {
 			for _, off := range []int{0, 40, 700, 1490} {
 				o := ListOptions{Sort: s, Descending: desc, Limit: 40, Offset: off}
-				keys, args, _ := keyQuery(s, o.Thresholds)
+				keys, args, _ := keyQuery(s, o)
 				var keyed, full []MachineSummary
 				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 					var err error

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -48,6 +49,13 @@ type Config struct {
 	// statement and commit (default 5ms); negative: no wait, a batch is what
 	// queued while the last one was written.
 	BatchWait time.Duration
+	// ObserverInterval is how often the endpoint records in BMDB that it is
+	// alive and writing (bmdb.ObserverBeat); a silence of ObserverGaps of
+	// them is a gap in the observation, which no machine's staleness counts.
+	// Keep the gap well under Recovery's stale threshold minus the agents'
+	// interval. Default 1s, 3 intervals.
+	ObserverInterval time.Duration
+	ObserverGaps     int
 }
 
 // OpenPool opens the server's own connection pool to BMDB. Its sessions do
@@ -100,6 +108,9 @@ const (
 	DefaultMaxBodyBytes = 64 << 10
 	DefaultAgentBurst   = 10
 	DefaultBatchWait    = 5 * time.Millisecond
+
+	DefaultObserverInterval = time.Second
+	DefaultObserverGaps     = 3
 )
 
 // New makes a Server.
@@ -121,6 +132,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.BatchWait == 0 {
 		cfg.BatchWait = DefaultBatchWait
+	}
+	if cfg.ObserverInterval <= 0 {
+		cfg.ObserverInterval = DefaultObserverInterval
+	}
+	if cfg.ObserverGaps <= 1 {
+		cfg.ObserverGaps = DefaultObserverGaps
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -201,6 +218,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cert tls.Certificat
 		// Failed handshakes (scanners, agents with a stale CA) are routine.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	if s.cfg.Pool != nil {
+		go s.observe(ctx)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -215,6 +235,47 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cert tls.Certificat
 		return nil
 	}
 	return err
+}
+
+// ObserverGap is the silence after which the endpoint's observation counts
+// as broken.
+func (s *Server) ObserverGap() time.Duration {
+	return time.Duration(s.cfg.ObserverGaps) * s.cfg.ObserverInterval
+}
+
+// observe records the endpoint's liveness every ObserverInterval while ctx
+// lasts, so that Recovery judges staleness only over time an endpoint could
+// record heartbeats in (see bmdb.ObserverBeat).
+func (s *Server) observe(ctx context.Context) {
+	host, _ := os.Hostname()
+	t := time.NewTicker(s.cfg.ObserverInterval)
+	defer t.Stop()
+	var (
+		failing bool
+		watch   time.Time // the current watch's start, as last recorded
+	)
+	for {
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.ObserverInterval)
+		since, err := bmdb.ObserverBeat(bctx, s.cfg.Pool, s.ObserverGap(), host)
+		cancel()
+		switch {
+		case err != nil:
+			if ctx.Err() == nil && !failing {
+				s.log.Warn("heartbeat endpoint cannot record its liveness in BMDB; staleness does not count meanwhile", "err", err)
+			}
+			failing = true
+		case !since.Equal(watch):
+			s.log.Info("heartbeat observation (re)started: machines get the full stale threshold from here", "since", since)
+			watch, failing = since, false
+		default:
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Refusals. The one for a wrong key is also the one for an unknown machine,

@@ -155,6 +155,9 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, opt Options) (Result, error) 
 		if err := g.copyAll(ctx, tx); err != nil {
 			return err
 		}
+		if err := brakesOf(ctx, tx); err != nil {
+			return err
+		}
 		for _, t := range tables {
 			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ENABLE TRIGGER USER`); err != nil {
 				return err
@@ -177,6 +180,23 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, opt Options) (Result, error) 
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// brakesOf sets what the brakes of the candidate rules read and the
+// switched-off triggers would have: the machines per location (counted
+// afresh), and a heartbeat observer that has watched the seeded fleet all
+// along (and counts as alive for a day, so that a long benchmark needs no
+// endpoint beside it).
+func brakesOf(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `
+		DELETE FROM machine_location_counts;
+		INSERT INTO machine_location_counts SELECT coalesce(provider_location, ''), count(*) FROM machine_provided GROUP BY 1;
+		INSERT INTO heartbeat_observer (observer_alive_at, observer_since, observer_gap_seconds, observer_host)
+		VALUES (now(), now() - interval '1 day', 86400, 'seed')
+		ON CONFLICT (observer_singleton) DO UPDATE SET observer_alive_at = excluded.observer_alive_at,
+			observer_since = least(heartbeat_observer.observer_since, excluded.observer_since),
+			observer_gap_seconds = excluded.observer_gap_seconds`)
+	return err
 }
 
 // gen derives every machine from its index and the seed, so each table's

@@ -195,8 +195,13 @@ func checkFleet(t *testing.T, conn *bmdb.Conn, res seed.Result) {
 	if len(agentStart) != res.AgentStartEligible() {
 		t.Fatalf("%d AgentStart candidates, seeded %d", len(agentStart), res.AgentStartEligible())
 	}
+	// Breakers as a shepherd evaluates them (the seed's observer stands).
+	pol := bmdb.DefaultPolicy()
+	if _, err := bmdb.EvaluateBreakers(context.Background(), conn.Pool, pol); err != nil {
+		t.Fatal(err)
+	}
 	recovery := candidates(t, conn, func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(context.Background(), tx, bmdb.DefaultRecoveryThresholds, 1<<20)
+		return bmdb.RecoveryCandidates(context.Background(), tx, pol, 1<<20)
 	})
 	if want := ids(t, conn, referenceRecovery); !slices.Equal(recovery, want) {
 		t.Fatalf("Recovery candidates: %d, reference: %d", len(recovery), len(want))

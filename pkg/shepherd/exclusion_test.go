@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -133,8 +134,10 @@ func TestHeldMachineCannotBeClaimedByTheOtherLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close(ctx)
+	pol := bmdb.Policy{Thresholds: bmdb.RecoveryThresholds{NoHeartbeatAfterStart: time.Second, StaleHeartbeat: time.Second}}
+	brakestest.Ready(t, e.conn.Pool, pol)
 	_, err = sess.Work(ctx, bmdb.ProcessShepherdRecovery, func(tx pgx.Tx) ([]uuid.UUID, error) {
-		return bmdb.RecoveryCandidates(ctx, tx, bmdb.RecoveryThresholds{NoHeartbeatAfterStart: time.Second, StaleHeartbeat: time.Second}, 10)
+		return bmdb.RecoveryCandidates(ctx, tx, pol, 10)
 	})
 	if !errors.Is(err, bmdb.ErrNothingToDo) {
 		t.Errorf("Recovery's candidate query offered a machine AgentStart holds: %v", err)
@@ -277,8 +280,10 @@ func TestWorkerStartsNewSessionWhenItsSessionExpires(t *testing.T) {
 	e := newEnv(t)
 	metrics := shepherd.NewMetrics(nil)
 	e.run(shepherd.Config{AgentStart: e.agentStart(), Metrics: metrics, SessionInterval: time.Second})
-	waitFor(t, "the workers' sessions", func() bool { return e.count(`SELECT count(*) FROM sessions`) == 2 })
-	old := e.count(`SELECT count(*) FROM sessions`)
+	waitFor(t, "the workers' sessions", func() bool {
+		return e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`) == 2
+	})
+	old := e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`)
 	if _, err := e.conn.Pool.Exec(context.Background(), `UPDATE sessions SET session_deadline = now() - interval '1 minute'`); err != nil {
 		t.Fatal(err)
 	}

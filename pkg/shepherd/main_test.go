@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/internal/sshsim"
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -112,6 +113,8 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(conn.Close)
 	e.conn = conn
+	// No heartbeat endpoint runs here: stand in for one that always has.
+	brakestest.Watched(t, conn.Pool)
 	dir := t.TempDir()
 	e.keyPath = filepath.Join(dir, "shepherd_ed25519")
 	e.signer, _, err = shepherd.LoadOrCreateKey(e.keyPath)

@@ -15,6 +15,11 @@ type Metrics struct {
 	SessionStarts *prometheus.CounterVec
 	Provisioned   *prometheus.CounterVec
 	Disagreements *prometheus.GaugeVec
+	// BreakerOpen is 1 while a circuit breaker is open (Recovery stopped
+	// there), by scope: "fleet" or "location:<name>".
+	BreakerOpen    *prometheus.GaugeVec
+	BreakerSilent  *prometheus.GaugeVec
+	AttentionMarks prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (if not nil).
@@ -49,9 +54,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Disagreements: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bmctl_shepherd_provider_disagreements", Help: "Machines in BMDB that their provider no longer lists, at the last reconciliation.",
 		}, []string{"provider"}),
+		BreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bmctl_shepherd_breaker_open", Help: "1 while the circuit breaker of a scope (fleet, location:<name>) is open and Recovery stopped there.",
+		}, []string{"scope"}),
+		BreakerSilent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bmctl_shepherd_breaker_silent_machines", Help: "Machines the circuit breaker of a scope counts as silent, at its last evaluation.",
+		}, []string{"scope"}),
+		AttentionMarks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bmctl_shepherd_attention_marks_total", Help: "Machines given a needs-attention mark because their remediation budget was exhausted.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Claims, m.Finishes, m.Failures, m.Cancels, m.WorkDuration, m.Sessions, m.SessionStarts, m.Provisioned, m.Disagreements)
+		reg.MustRegister(m.Claims, m.Finishes, m.Failures, m.Cancels, m.WorkDuration, m.Sessions, m.SessionStarts, m.Provisioned, m.Disagreements,
+			m.BreakerOpen, m.BreakerSilent, m.AttentionMarks)
 	}
 	return m
 }

@@ -16,6 +16,10 @@ type RecoveryConfig struct {
 	LoopConfig
 	// Thresholds decide which agents count as dead; default DESIGN's 30m/10m.
 	Thresholds bmdb.RecoveryThresholds
+	// Budget and Breaker bound what Recovery does; zero fields take
+	// bmdb's defaults (3 attempts a day; see bmdb.DefaultBreaker).
+	Budget  bmdb.Budget
+	Breaker bmdb.BreakerPolicy
 	// RebootTimeout bounds one reboot through the provider, until it has
 	// taken effect; default 10m.
 	RebootTimeout time.Duration
@@ -31,7 +35,14 @@ func (c RecoveryConfig) withDefaults() RecoveryConfig {
 	if c.Backoff == (bmdb.Backoff{}) {
 		c.Backoff = bmdb.RecoveryBackoff
 	}
+	pol := c.Policy()
+	c.Budget, c.Breaker = pol.Budget, pol.Breaker
 	return c
+}
+
+// Policy is the rule's numbers, as the shepherd records them in BMDB.
+func (c RecoveryConfig) Policy() bmdb.Policy {
+	return bmdb.Policy{Thresholds: c.Thresholds, Budget: c.Budget, Breaker: c.Breaker}.WithDefaults()
 }
 
 // recovery is the Recovery loop: it reboots machines whose agent stopped
@@ -62,7 +73,7 @@ func (r *recovery) Claim(ctx context.Context, sess *bmdb.Session) (*bmdb.Work, e
 
 // candidates are Recovery's candidates of the providers this shepherd runs.
 func (r *recovery) candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
-	ids, err := bmdb.RecoveryCandidates(ctx, tx, r.cfg.Thresholds, recoveryBatch)
+	ids, err := bmdb.RecoveryCandidates(ctx, tx, r.cfg.Policy(), recoveryBatch)
 	if err != nil || len(ids) == 0 {
 		return ids, err
 	}

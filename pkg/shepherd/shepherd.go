@@ -62,6 +62,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var loops []*runner
+	brk := &brakes{conn: cfg.Conn, log: cfg.Logger, m: cfg.Metrics, version: cfg.Version}
 	if cfg.AgentStart != nil {
 		c := cfg.AgentStart.withDefaults()
 		if err := c.validate(); err != nil {
@@ -71,12 +72,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Recovery != nil {
 		c := cfg.Recovery.withDefaults()
+		pol := c.Policy()
+		if err := pol.Validate(); err != nil {
+			return err
+		}
+		brk.pol = &pol
 		loops = append(loops, newRunner(cfg.Conn, newRecovery(c, providers), c.LoopConfig, cfg.Logger, cfg.Metrics, cfg.Version, cfg.SessionInterval))
 	}
 
 	var wg sync.WaitGroup
 	for _, r := range loops {
 		wg.Go(func() { r.run(ctx) })
+	}
+	if len(loops) > 0 {
+		wg.Go(func() { brk.run(ctx) })
 	}
 	if cfg.Provisioning != nil {
 		wg.Go(func() { provision(ctx, cfg.Conn, cfg.Providers, *cfg.Provisioning, cfg.Logger, cfg.Metrics) })

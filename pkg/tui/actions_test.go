@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
@@ -55,11 +56,12 @@ func TestRequestRecovery(t *testing.T) {
 	s := startScreen(t, goldenOptions(pool, true), 160, 40)
 	s.waitIdle("the golden fleet", loaded(9))
 	ctx := context.Background()
+	pol := brakestest.Ready(t, pool, bmdb.DefaultPolicy())
 	candidates := func() []uuidT {
 		var ids []uuidT
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			var err error
-			ids, err = bmdb.RecoveryCandidates(ctx, tx, bmdb.DefaultRecoveryThresholds, 100)
+			ids, err = bmdb.RecoveryCandidates(ctx, tx, pol, 100)
 			return err
 		})
 		if err != nil {

@@ -80,6 +80,21 @@ func (m Model) detailContent() []string {
 	}
 	field("state", styled(stateStyle(d.State), d.State))
 
+	section("Why (bmctl explain)")
+	for _, w := range d.Why {
+		verdict := styled(styleOK, "candidate now")
+		if !w.Candidate {
+			verdict = styled(styleWarn, "not a candidate")
+		}
+		out = append(out, m.wrapIndented("  ", styled(processStyle(w.Process), shortProcess(w.Process))+": "+verdict)...)
+		for _, f := range w.Failing {
+			out = append(out, m.wrapIndented("    ✗ ", f)...)
+		}
+		if !w.Next.IsZero() {
+			out = append(out, m.wrapIndented("    ", "next eligible "+at(w.Next))...)
+		}
+	}
+
 	section("Work")
 	if len(d.Work) == 0 {
 		out = append(out, "  none")

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -161,6 +162,8 @@ func seedGolden(t *testing.T, pool *pgxpool.Pool) {
 		exec(`INSERT INTO work_history (machine_id, process, event, event_at, cause, session_component, session_host)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, h.id, h.process, h.event, ago(h.at), h.cause, h.comp, h.host)
 	}
+	// A heartbeat endpoint and a shepherd have been running (at t0).
+	brakestest.Ready(t, pool, bmdb.DefaultPolicy())
 }
 
 // goldenOptions are the options of a view of the golden fleet.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,6 +108,7 @@ func (s FleetSource) Page(ctx context.Context, q Query) (Page, error) {
 			p.Summary.States = append(p.Summary.States, Count{Name: string(st), N: n})
 		}
 	}
+	p.Summary.Alerts = alerts(w.Summary.Brakes, time.Now())
 	for _, proc := range bmdb.Processes {
 		if n := w.Summary.Work[proc]; n > 0 {
 			p.Summary.Work = append(p.Summary.Work, Count{Name: string(proc), N: n})
@@ -193,6 +195,22 @@ func (s FleetSource) Detail(ctx context.Context, id uuid.UUID) (Detail, error) {
 		out.Backoffs = append(out.Backoffs, BackoffItem{Process: string(b.Process), Until: b.Until, Cause: b.Cause,
 			LastInterval: time.Duration(b.LastIntervalSeconds) * time.Second})
 	}
+	ex, err := bmdb.Explain(ctx, s.DB, id)
+	if err != nil {
+		return Detail{}, err
+	}
+	for _, v := range ex.Processes {
+		item := WhyItem{Process: string(v.Process), Candidate: v.Candidate, Reason: v.Reason}
+		if v.NextEligible != nil && !v.Candidate {
+			item.Next = *v.NextEligible
+		}
+		for _, c := range v.Conditions {
+			if !c.Holds {
+				item.Failing = append(item.Failing, c.Name+": "+c.Detail)
+			}
+		}
+		out.Why = append(out.Why, item)
+	}
 	for _, h := range slices.Backward(d.History) {
 		out.History = append(out.History, HistoryItem{ID: h.ID, At: h.At, Process: string(h.Process), Event: string(h.Event),
 			Cause: h.Cause, Component: h.SessionComponent, Host: h.SessionHost, Actor: h.Actor})
@@ -255,4 +273,32 @@ func (s FleetSource) Preview(ctx context.Context, a Action) ([]string, error) {
 // Do implements Source, as the bmctl commands do.
 func (s FleetSource) Do(ctx context.Context, a Action) error {
 	return s.act(ctx, s.action(a))
+}
+
+// alerts are the brakes' banner lines: where Recovery is stopped fleet-wide
+// or per location, and a heartbeat observer that is not watching.
+func alerts(b bmdb.BrakesStatus, now time.Time) []string {
+	var out []string
+	if b.Stale {
+		out = append(out, "Recovery stopped: the fleet breaker was not evaluated lately (no shepherd running Recovery?)")
+	}
+	for _, br := range b.Breakers {
+		if br.Open {
+			out = append(out, fmt.Sprintf("Recovery stopped: %s breaker open, %d of %d silent (max %d)", scopeName(br.Scope), br.Silent, br.Machines, br.Limit))
+		}
+	}
+	switch o := b.Observer; {
+	case o == nil:
+		out = append(out, "no heartbeat endpoint has ever recorded itself: no machine counts as stale")
+	case !o.Alive:
+		out = append(out, fmt.Sprintf("no heartbeat endpoint alive and writing for %s: staleness does not count", shortDuration(now.Sub(o.AliveAt))))
+	}
+	return out
+}
+
+func scopeName(scope string) string {
+	if loc, ok := strings.CutPrefix(scope, "location:"); ok {
+		return "location " + strconv.Quote(loc)
+	}
+	return scope
 }

@@ -134,6 +134,10 @@ type Summary struct {
 	States   []Count
 	Work     []Count
 	Backoffs []Count
+	// Alerts are the brakes that stop automation fleet-wide or per
+	// location (open breakers, an absent heartbeat observer), shown as a
+	// banner above the summary.
+	Alerts []string
 }
 
 // Page is one window of matching machines.
@@ -159,6 +163,19 @@ type Detail struct {
 	Work              []WorkItem
 	Backoffs          []BackoffItem
 	History           []HistoryItem
+	// Why is explain's answer per process.
+	Why []WhyItem
+}
+
+// WhyItem is one process's answer to "why (not) this machine": bmctl
+// explain's verdict with its failing conditions.
+type WhyItem struct {
+	Process   string
+	Candidate bool
+	Reason    string
+	Next      time.Time // zero: not knowable
+	Failing   []string  // "condition: detail"
+	Hold      string
 }
 
 // WorkItem is a work item and the session holding it.

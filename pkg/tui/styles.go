@@ -41,6 +41,11 @@ var stateStyles = map[string]lipgloss.Style{
 	"busy":              lipgloss.NewStyle().Foreground(lipgloss.Yellow),
 	"legacyaccess":      lipgloss.NewStyle().Foreground(lipgloss.Yellow),
 	"unprovided":        lipgloss.NewStyle().Foreground(lipgloss.BrightBlack),
+	"held":              lipgloss.NewStyle().Foreground(lipgloss.Yellow).Bold(true),
+	"needsattention":    lipgloss.NewStyle().Foreground(lipgloss.Red).Bold(true).Underline(true),
+	"observergap":       lipgloss.NewStyle().Foreground(lipgloss.Magenta),
+	"breakeropen":       lipgloss.NewStyle().Foreground(lipgloss.Red).Bold(true),
+	"recoveryrequested": lipgloss.NewStyle().Foreground(lipgloss.Magenta),
 }
 
 var processStyles = map[string]lipgloss.Style{
@@ -57,6 +62,11 @@ var eventStyles = map[string]lipgloss.Style{
 	"lost":              lipgloss.NewStyle().Foreground(lipgloss.Red).Bold(true),
 	"backoffcleared":    lipgloss.NewStyle().Foreground(lipgloss.Cyan),
 	"recoveryrequested": lipgloss.NewStyle().Foreground(lipgloss.Magenta),
+	"holdplaced":        lipgloss.NewStyle().Foreground(lipgloss.Yellow),
+	"holdreleased":      lipgloss.NewStyle().Foreground(lipgloss.Cyan),
+	"holdexpired":       lipgloss.NewStyle().Foreground(lipgloss.Cyan),
+	"attentionmarked":   lipgloss.NewStyle().Foreground(lipgloss.Red).Bold(true),
+	"attentioncleared":  lipgloss.NewStyle().Foreground(lipgloss.Cyan),
 }
 
 // normal folds a name for style lookup: "heartbeat stale", "heartbeat-stale"

@@ -127,8 +127,14 @@ func (m Model) summaryLines() []string {
 		}
 	}
 	lines = append(lines, line)
+	// The brakes' alerts come first, one line each (cut to the width).
+	var banner []string
+	for _, a := range s.Alerts {
+		banner = append(banner, styled(styleError, ansi.Truncate("⚠ "+a, m.width, "…")))
+	}
+	lines = append(banner, lines...)
 	// On a short screen the rows matter more than the summary.
-	return lines[:min(len(lines), 3, max(0, m.height-6))]
+	return lines[:min(len(lines), 3+len(banner), max(0, m.height-6))]
 }
 
 // layout decides column widths for the screen width: fixed columns keep

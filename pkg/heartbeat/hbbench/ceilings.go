@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/bmctl/bmctl/pkg/devca"
 	"github.com/bmctl/bmctl/pkg/heartbeat"
 )
 
@@ -24,15 +22,7 @@ import (
 // answer for every heartbeat and no database. What the real endpoint does
 // less than this is its own cost. stop ends it.
 func ServeBare(caDir string, interval time.Duration) (endpoint string, caPEM []byte, stop func(), err error) {
-	ca, err := devca.Ensure(caDir)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		return "", nil, nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, cert, ca, err := listenTLS(caDir)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -100,12 +90,7 @@ func UpsertCeiling(ctx context.Context, opt Options, workers, batch int) (Result
 	defer cancel()
 	var budget atomic.Int64
 	budget.Store(opt.MaxHeartbeats)
-	meters := append([]Meter{{Name: "bench", Read: cpuTime}}, opt.Meters...)
-	cpu0 := make([]time.Duration, len(meters))
-	for i, m := range meters {
-		cpu0[i] = m.Read()
-	}
-	wal0, err := walMark(ctx, pool)
+	spent, err := startCost(ctx, pool, opt.Meters)
 	if err != nil {
 		return res, err
 	}
@@ -143,10 +128,7 @@ func UpsertCeiling(ctx context.Context, opt Options, workers, batch int) (Result
 		return res, err
 	}
 	res.Elapsed = time.Since(start)
-	for i, m := range meters {
-		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
-	}
-	if res.WALBytes, err = walSince(ctx, pool, wal0); err != nil {
+	if err := spent.stop(ctx, &res); err != nil {
 		return res, err
 	}
 	res.Accepted = int64(len(lat) * batch)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,21 +86,40 @@ type Result struct {
 	// ("bench": the agents, and the server when it runs here) first: on a
 	// shared machine it says more about cost than the rate does.
 	CPU []CPU
+	// ServerP50 and ServerP99 are the endpoint's own view of the measured
+	// phase, from its accepted-latency histogram (bucket upper bounds, a
+	// factor of 2 apart): next to P50 and P99 they tell the server's tail
+	// from the load generator's. Zero when the endpoint serves no metrics.
+	ServerP50, ServerP99 time.Duration
 	// WALBytes is the write-ahead log the database wrote in the measured
 	// phase: what replication and archiving carry per heartbeat.
 	WALBytes int64
 }
 
-// walMark reads the database's current WAL position.
-func walMark(ctx context.Context, pool *pgxpool.Pool) (lsn string, err error) {
-	err = pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn)
-	return lsn, err
+// cost measures what a phase cost: CPU time by meter (this process first)
+// and the WAL the database wrote.
+type cost struct {
+	pool   *pgxpool.Pool
+	meters []Meter
+	cpu0   []time.Duration
+	wal0   string
 }
 
-// walSince is the WAL written since mark.
-func walSince(ctx context.Context, pool *pgxpool.Pool, mark string) (n int64, err error) {
-	err = pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint`, mark).Scan(&n)
-	return n, err
+func startCost(ctx context.Context, pool *pgxpool.Pool, others []Meter) (*cost, error) {
+	c := &cost{pool: pool, meters: append([]Meter{{Name: "bench", Read: cpuTime}}, others...)}
+	for _, m := range c.meters {
+		c.cpu0 = append(c.cpu0, m.Read())
+	}
+	err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&c.wal0)
+	return c, err
+}
+
+// stop sets res.CPU and res.WALBytes to what the phase cost so far.
+func (c *cost) stop(ctx context.Context, res *Result) error {
+	for i, m := range c.meters {
+		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - c.cpu0[i]})
+	}
+	return c.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint`, c.wal0).Scan(&res.WALBytes)
 }
 
 type simAgent struct {
@@ -172,15 +192,11 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	var failed atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
-	meters := append([]Meter{{Name: "bench", Read: cpuTime}}, opt.Meters...)
-	cpu0 := make([]time.Duration, len(meters))
-	for i, m := range meters {
-		cpu0[i] = m.Read()
-	}
-	wal0, err := walMark(ctx, pool)
+	spent, err := startCost(ctx, pool, opt.Meters)
 	if err != nil {
 		return res, err
 	}
+	hist0, served := readAccepted(ctx, endpoint, caPEM)
 	start = time.Now()
 	for i, a := range agents {
 		wg.Go(func() {
@@ -211,11 +227,11 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
-	for i, m := range meters {
-		res.CPU = append(res.CPU, CPU{Name: m.Name, Used: m.Read() - cpu0[i]})
-	}
-	if res.WALBytes, err = walSince(ctx, pool, wal0); err != nil {
+	if err := spent.stop(ctx, &res); err != nil {
 		return res, err
+	}
+	if hist, ok := readAccepted(ctx, endpoint, caPEM); ok && served {
+		res.ServerP50, res.ServerP99 = hist.quantile(hist0, 0.50), hist.quantile(hist0, 0.99)
 	}
 	var all []time.Duration
 	for _, a := range agents {
@@ -240,15 +256,7 @@ func quantiles(res *Result, lat []time.Duration) {
 
 // serve runs a heartbeat server in this process until stop.
 func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint string, caPEM []byte, stop func(), err error) {
-	ca, err := devca.Ensure(opt.CADir)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		return "", nil, nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, cert, ca, err := listenTLS(opt.CADir)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -263,6 +271,21 @@ func serve(ctx context.Context, pool *pgxpool.Pool, opt Options) (endpoint strin
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx, ln, cert) }()
 	return "https://" + ln.Addr().String(), ca.CertPEM, func() { cancel(); <-served }, nil
+}
+
+// listenTLS listens on a free loopback port, with a server certificate
+// from the development CA in caDir (created if missing).
+func listenTLS(caDir string) (net.Listener, tls.Certificate, *devca.CA, error) {
+	ca, err := devca.Ensure(caDir)
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	cert, err := ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ln, cert, ca, err
 }
 
 func cpuTime() time.Duration {

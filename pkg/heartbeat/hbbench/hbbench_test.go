@@ -104,3 +104,17 @@ func TestCeilings(t *testing.T) {
 		t.Errorf("%d machines with heartbeats after the database ceiling, want some of its 20", n)
 	}
 }
+
+// TestServerSideQuantiles: the in-process endpoint's own histogram covers
+// the measured phase, and its p99 bound is no lower than its p50's.
+func TestServerSideQuantiles(t *testing.T) {
+	res, err := hbbench.Run(context.Background(), hbbench.Options{
+		DatabaseURL: pgtest.URL(t), CADir: t.TempDir(), Agents: 10, Duration: time.Minute, MaxHeartbeats: 200,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ServerP50 <= 0 || res.ServerP99 < res.ServerP50 {
+		t.Errorf("server-side p50 %s, p99 %s; want both from the endpoint's histogram, in order", res.ServerP50, res.ServerP99)
+	}
+}

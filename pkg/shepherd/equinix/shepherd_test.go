@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/metalemu"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/internal/sshsim"
@@ -85,6 +86,8 @@ func openDB(t *testing.T) *bmdb.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
+	// No heartbeat endpoint runs here: stand in for one that always has.
+	brakestest.Watched(t, conn.Pool)
 	return conn
 }
 
