@@ -218,6 +218,9 @@ INSERT INTO bmdb_grants (object_kind, object_name, viewer, operator, shepherd, e
 ('table', 'heartbeat_observer',       '{SELECT}', '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE}'),
 ('table', 'heartbeat_observer_gaps',  '{SELECT}', '{SELECT}', '{SELECT}', '{SELECT,INSERT}'),
 ('table', 'shepherd_policies',        '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}', '{}'),
+('table', 'breaker_states',           '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}', '{}'),
+-- Kept by triggers on machine_provided, which the shepherd writes.
+('table', 'machine_location_counts',  '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}', '{}'),
 -- Identity sequences: inserting through the identity column needs no grant.
 ('sequence', 'work_history_work_history_id_seq', '{}', '{}', '{}', '{}'),
 ('sequence', 'heartbeat_observer_gaps_gap_id_seq', '{}', '{}', '{}', '{}'),
@@ -232,6 +235,11 @@ INSERT INTO bmdb_grants (object_kind, object_name, viewer, operator, shepherd, e
 ('function', 'machine_agent_started_flags()',      '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
 ('function', 'machine_agent_heartbeat_flags()',    '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
 ('function', 'work_history_append_only()',         '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
+('function', 'machine_location_counts_add(text,bigint)', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
+('function', 'machine_location_counts_inserted()', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
+('function', 'machine_location_counts_deleted()',  '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
+('function', 'machine_location_counts_moved()',    '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
+('function', 'work_claim_check(uuid,process)',     '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
 ('function', 'bmdb_missing_grants(text)',          '{EXECUTE}', '{EXECUTE}', '{EXECUTE}', '{EXECUTE}'),
 -- Only the owner changes grants.
 ('function', 'bmdb_apply_roles()',                 '{}', '{}', '{}', '{}'),
