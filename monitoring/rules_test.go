@@ -13,7 +13,7 @@ import (
 // TestRulesCheck: promtool accepts the rules file.
 func TestRulesCheck(t *testing.T) {
 	out, err := exec.Command("promtool", "check", "rules", "bmctl.rules.yml").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "SUCCESS: 7 rules found") {
+	if err != nil || !strings.Contains(string(out), "SUCCESS: 8 rules found") {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
 }

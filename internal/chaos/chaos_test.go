@@ -27,7 +27,10 @@ import (
 	"github.com/bmctl/bmctl/pkg/demo"
 )
 
-var exe string // the bmctl binary the shepherd processes run
+var (
+	exe   string // the bmctl binary the shepherd processes run
+	agent string // what they upload as the agent: the demo's machines run the real agent in process whatever the bytes, so a small file keeps uploads from starving the machine under -race
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "bmctl-chaos-")
@@ -38,6 +41,10 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", exe, "github.com/bmctl/bmctl/cmd/bmctl").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building bmctl: %v\n%s", err, out)
 		os.Exit(1)
+	}
+	agent = filepath.Join(dir, "agent")
+	if err := os.WriteFile(agent, make([]byte, 256<<10), 0o755); err != nil {
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 	pgtest.Main(m)
@@ -183,7 +190,7 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 	go func() {
 		defer close(fleetDone)
 		_ = demo.Run(fleetCtx, demo.Config{
-			Conn: conn, Machines: 32, FailureRate: 0.4, Seed: 11, StateDir: stateDir, Self: exe, NoShepherd: true,
+			Conn: conn, Machines: 32, FailureRate: 0.4, Seed: 11, StateDir: stateDir, Self: agent, NoShepherd: true,
 			OnEffect: func(e demo.Effect) { effMu.Lock(); effects = append(effects, e); effMu.Unlock() },
 		})
 	}()

@@ -83,7 +83,7 @@ func TestFailoverToStandby(t *testing.T) {
 	fleetDone := make(chan struct{})
 	go func() {
 		defer close(fleetDone)
-		_ = demo.Run(fleetCtx, demo.Config{Conn: conn, Machines: 8, FailureRate: 0.2, Seed: 5, StateDir: t.TempDir(), Self: exe, Logger: log})
+		_ = demo.Run(fleetCtx, demo.Config{Conn: conn, Machines: 8, FailureRate: 0.2, Seed: 5, StateDir: t.TempDir(), Self: agent, Logger: log})
 	}()
 	defer func() { stopFleet(); <-fleetDone }()
 

@@ -429,11 +429,11 @@ func explainBreaker(f *facts, pol Policy, holds bool) string {
 		parts = append(parts, fmt.Sprintf("breakers last evaluated %s, longer ago than %s (no shepherd evaluating?): count as open",
 			when(*fb.evaluated, f.now), short(pol.Breaker.MaxAge)))
 	default:
-		parts = append(parts, breakerText("fleet", fb, pol.Breaker.MaxSilentFraction, f.now))
+		parts = append(parts, breakerText("fleet", fb, pol.Breaker.MaxSilent, pol.Breaker.MaxSilentFraction, f.now))
 	}
 	loc := strings.TrimPrefix(f.locScope, "location:")
 	if lb.open != nil {
-		parts = append(parts, breakerText("location "+fmt.Sprintf("%q", loc), lb, pol.Breaker.LocationMaxSilentFraction, f.now))
+		parts = append(parts, breakerText("location "+fmt.Sprintf("%q", loc), lb, pol.Breaker.LocationMaxSilent, pol.Breaker.LocationMaxSilentFraction, f.now))
 	} else {
 		parts = append(parts, fmt.Sprintf("location %q: no silent machines counted", loc))
 	}
@@ -444,14 +444,15 @@ func explainBreaker(f *facts, pol Policy, holds bool) string {
 	return d
 }
 
-func breakerText(scope string, b breakerFact, fraction float64, now time.Time) string {
+func breakerText(scope string, b breakerFact, absolute int, fraction float64, now time.Time) string {
 	state := "closed"
 	if *b.open {
 		state = "open"
 	} else if *b.tripped {
 		state = "overridden"
 	}
-	d := fmt.Sprintf("%s breaker %s: %d of %d silent, max %d (max(absolute, %g%%))", scope, state, *b.silent, *b.machines, *b.limit, fraction*100)
+	d := fmt.Sprintf("%s breaker %s: %d of %d silent, max %d = max(%d, %g%% of %d)", scope, state, *b.silent, *b.machines, *b.limit,
+		absolute, fraction*100, *b.machines)
 	if b.overrideUntil != nil {
 		d += fmt.Sprintf(", overridden by %s until %s: %q", deref(b.overrideActor), when(*b.overrideUntil, now), deref(b.overrideR))
 	}

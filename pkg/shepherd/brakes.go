@@ -14,6 +14,11 @@ import (
 // times longer.
 const brakesEvery = time.Second
 
+// budgetEvery is how often machines over their budget are marked: the rule
+// itself stops their Recovery at once; the mark only records it, and
+// finding them reads the budget of every stale machine.
+const budgetEvery = 10
+
 // brakes is the shepherd's side of the candidate rules' brakes (pkg/bmdb
 // brakes.go), run beside the loops: it records the policy the shepherd runs
 // with, and every second evaluates the circuit breakers (which every claim
@@ -53,8 +58,8 @@ func (b *brakes) inSession(ctx context.Context, sess *bmdb.Session) {
 	}
 	t := time.NewTicker(brakesEvery)
 	defer t.Stop()
-	for {
-		b.once(ctx, by)
+	for tick := 0; ; tick++ {
+		b.once(ctx, by, tick%budgetEvery == 0)
 		select {
 		case <-ctx.Done():
 			return
@@ -65,7 +70,7 @@ func (b *brakes) inSession(ctx context.Context, sess *bmdb.Session) {
 	}
 }
 
-func (b *brakes) once(ctx context.Context, by bmdb.Recorder) {
+func (b *brakes) once(ctx context.Context, by bmdb.Recorder, budget bool) {
 	if n, err := bmdb.ExpireHolds(ctx, b.conn.Pool, by); err != nil {
 		b.warn(ctx, "brakes: expiring holds", err)
 	} else if n > 0 {
@@ -79,6 +84,9 @@ func (b *brakes) once(ctx context.Context, by bmdb.Recorder) {
 		b.warn(ctx, "brakes: evaluating breakers", err)
 	} else {
 		b.report(states)
+	}
+	if !budget {
+		return
 	}
 	marked, err := bmdb.MarkOverBudget(ctx, b.conn.Pool, *b.pol, by)
 	if err != nil {
