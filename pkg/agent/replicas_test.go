@@ -110,10 +110,9 @@ func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 	if oldest >= stale {
 		t.Errorf("a machine went %s without a heartbeat, past the stale threshold %s", oldest, stale)
 	}
-	if accepted(t, second.srv)-before < n {
-		t.Errorf("the endpoint left accepted %v heartbeats after the other stopped, want at least one per agent (%d)",
-			accepted(t, second.srv)-before, n)
-	}
+	// Agents may have moved while the first endpoint was shutting down, so
+	// some of their first heartbeats through the second may predate before.
+	waitFor(t, "the endpoint left serving the whole fleet", func() bool { return accepted(t, second.srv)-before >= n })
 
 	// Back on its address (a rolling upgrade), the first endpoint gets its
 	// agents back: the replicas share the load again.

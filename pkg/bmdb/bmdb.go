@@ -61,6 +61,9 @@ var (
 	// ErrWorkLost means the work item is no longer held by this session (its
 	// session expired and the work was swept).
 	ErrWorkLost = errors.New("work item no longer held by this session")
+	// ErrCancelRequested means an operator asked for the work to be
+	// canceled; the cause of the work's Context is a *CancelRequest.
+	ErrCancelRequested = errors.New("an operator asked to cancel the work")
 	// ErrWorkDone means Finish, Fail or Cancel was already called.
 	ErrWorkDone = errors.New("work item already ended")
 )

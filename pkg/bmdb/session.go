@@ -223,7 +223,7 @@ func (s *Session) keepAlive(ctx context.Context) {
 
 // renew extends the lease and returns the work BMDB says the session holds.
 // It gives up when the local deadline passes.
-func (s *Session) renew(ctx context.Context) (alive bool, held map[workKey]bool, err error) {
+func (s *Session) renew(ctx context.Context) (alive bool, held map[workKey]*CancelRequest, err error) {
 	rctx, cancel := context.WithDeadline(ctx, s.LapsesAt())
 	defer cancel()
 	rows, err := s.conn.Pool.Query(rctx, `
@@ -232,17 +232,21 @@ func (s *Session) renew(ctx context.Context) (alive bool, held map[workKey]bool,
 			WHERE session_id = $1 AND session_deadline > now()
 			RETURNING session_id
 		)
-		SELECT NULL::uuid, NULL::process FROM renewed
+		SELECT NULL::uuid, NULL::process, false, '', '' FROM renewed
 		UNION ALL
-		SELECT w.machine_id, w.process FROM work w JOIN renewed USING (session_id)`, s.id)
+		SELECT w.machine_id, w.process, w.work_cancel_requested_at IS NOT NULL,
+		       coalesce(w.work_cancel_actor, ''), coalesce(w.work_cancel_reason, '')
+		FROM work w JOIN renewed USING (session_id)`, s.id)
 	if err != nil {
 		return false, nil, err
 	}
-	held = map[workKey]bool{}
+	held = map[workKey]*CancelRequest{}
 	for rows.Next() {
 		var m pgtype.UUID
 		var p *Process
-		if err := rows.Scan(&m, &p); err != nil {
+		var cancel bool
+		var req CancelRequest
+		if err := rows.Scan(&m, &p, &cancel, &req.Actor, &req.Reason); err != nil {
 			rows.Close()
 			return false, nil, err
 		}
@@ -250,34 +254,59 @@ func (s *Session) renew(ctx context.Context) (alive bool, held map[workKey]bool,
 			alive = true
 			continue
 		}
-		held[workKey{m.Bytes, *p}] = true
+		held[workKey{m.Bytes, *p}] = nil
+		if cancel {
+			held[workKey{m.Bytes, *p}] = &req
+		}
 	}
 	return alive, held, rows.Err()
 }
+
+// CancelRequest is an operator's request to cancel work (bmctl work cancel),
+// seen by the holding session at its renewal: the work's Context ends with
+// it as the cause.
+type CancelRequest struct{ Actor, Reason string }
+
+func (c *CancelRequest) Error() string {
+	if c.Reason == "" {
+		return "canceled by " + c.Actor
+	}
+	return "canceled by " + c.Actor + ": " + c.Reason
+}
+
+// Is makes a CancelRequest match ErrCancelRequested.
+func (c *CancelRequest) Is(target error) bool { return target == ErrCancelRequested }
 
 type workKey struct {
 	machine uuid.UUID
 	process Process
 }
 
-// confirmed moves the local deadline after a renewal sent at sent, and fences
-// work BMDB no longer has under this session (after a failover to a standby
-// that had not received the claim, say). Work registered after the renewal
-// was sent may be missing from held and is left alone.
-func (s *Session) confirmed(sent time.Time, held map[workKey]bool) {
+// confirmed moves the local deadline after a renewal sent at sent. Work BMDB
+// no longer has under this session (after a failover to a standby that had
+// not received the claim, say) is fenced, and so is work an operator asked to
+// cancel. Work registered after the renewal was sent may be missing from held
+// and is left alone.
+func (s *Session) confirmed(sent time.Time, held map[workKey]*CancelRequest) {
 	s.mu.Lock()
 	s.lapsesAt = sent.Add(s.interval - FenceMargin(s.interval))
-	var gone []*Work
+	fenced := map[*Work]error{}
 	for w := range s.works {
-		if w.registered.Before(sent) && !held[workKey{w.Machine, w.Process}] {
-			gone = append(gone, w)
+		req, ok := held[workKey{w.Machine, w.Process}]
+		switch {
+		case !ok && w.registered.Before(sent):
+			fenced[w] = ErrWorkLost
 			delete(s.works, w)
+		case req != nil:
+			fenced[w] = req
 		}
 	}
 	s.mu.Unlock()
-	for _, w := range gone {
-		s.log.Warn("work no longer held in BMDB; abandoning it", "session", s.id, "machine", w.Machine, "process", w.Process)
-		w.fence(ErrWorkLost)
+	for w, err := range fenced {
+		if errors.Is(err, ErrWorkLost) {
+			s.log.Warn("work no longer held in BMDB; abandoning it", "session", s.id, "machine", w.Machine, "process", w.Process)
+		}
+		w.fence(err)
 	}
 }
 

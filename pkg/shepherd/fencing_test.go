@@ -30,7 +30,10 @@ func TestCutOffShepherdStopsActingBeforeItsDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.SetOnExec(func(ctx context.Context, _ string, _ io.Reader, _, _ io.Writer) int {
-		execs <- struct{}{}
+		select {
+		case execs <- struct{}{}:
+		default:
+		}
 		<-ctx.Done() // the agent never answers: the shepherd waits on the machine
 		return 255
 	})
@@ -125,4 +128,41 @@ func TestCutOffShepherdStopsActingBeforeItsDeadline(t *testing.T) {
 
 func shepherdConfig(conn *bmdb.Conn, as *shepherd.AgentStartConfig, interval time.Duration) shepherd.Config {
 	return shepherd.Config{Conn: conn, AgentStart: as, SessionInterval: interval}
+}
+
+// TestCancelRequestEndsTheWork: an operator's cancel request on the work row
+// (what `bmctl work cancel` writes) reaches the holding worker at its next
+// renewal; it abandons the machine and records Canceled with who asked and why.
+func TestCancelRequestEndsTheWork(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m, id, _ := e.machine()
+	execs := make(chan struct{}, 1)
+	m.SetOnExec(func(ctx context.Context, _ string, _ io.Reader, _, _ io.Writer) int {
+		select {
+		case execs <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return 255
+	})
+	as := e.agentStart()
+	as.Parallelism = 1
+	as.ExecTimeout = time.Hour
+	e.run(shepherdConfig(e.conn, as, 3*time.Second))
+	<-execs
+	if _, err := e.conn.Pool.Exec(ctx, `UPDATE work SET work_cancel_requested_at = now(), work_cancel_reason = 'disk swap', work_cancel_actor = 'alice@jump1' WHERE machine_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the worker to cancel the work", func() bool {
+		_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventCanceled, "canceled by alice@jump1: disk swap")
+		return ok
+	})
+	// The request ended the work it was made on (the machine may be claimed
+	// again at once: a cancel is not a hold).
+	evs := e.history(id)
+	canceled, _ := hasEvent(evs, bmdb.ProcessShepherdAgentStart, bmdb.EventCanceled)
+	if started, _ := hasEvent(evs, bmdb.ProcessShepherdAgentStart, bmdb.EventStarted); started.Session != canceled.Session {
+		t.Fatalf("history %s: the Canceled is not the first work's end", events(evs))
+	}
 }

@@ -256,8 +256,11 @@ func (r *runner) end(ctx, wctx context.Context, w *bmdb.Work, finish func(contex
 		// Shutdown, or the work was fenced: it did not fail, it was
 		// interrupted.
 		cause := "shepherd shutting down"
-		if c := context.Cause(wctx); errors.Is(c, bmdb.ErrWorkLost) {
+		switch c := context.Cause(wctx); {
+		case errors.Is(c, bmdb.ErrWorkLost):
 			cause = "work no longer held in BMDB"
+		case errors.Is(c, bmdb.ErrCancelRequested):
+			cause = c.Error()
 		}
 		if cerr := w.Cancel(ctx, cause); cerr != nil {
 			log.Warn("canceling work failed; it is released when the session closes", "err", cerr)
