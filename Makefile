@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/bmctl
 
-.PHONY: setup build test race-free bench demo generate lint clean package
+.PHONY: setup build test race-free bench demo generate lint clean package fuzz
 
 # Installs what is missing (PostgreSQL server binaries from Debian's packages);
 # quick when nothing is.
@@ -25,6 +25,11 @@ package:
 test: setup
 	$(GO) vet ./...
 	$(GO) test -race -timeout 30m ./...
+
+# Every fuzz target for FUZZTIME (default 30s) each; `make test` runs their
+# seed corpora and saved crashers as ordinary tests.
+fuzz: setup
+	@FUZZTIME=$(or $(FUZZTIME),30s) GO=$(GO) ./scripts/fuzz.sh
 
 # One table, one run, on a dedicated throwaway PostgreSQL cluster: pgbench's
 # ceiling, claim+finish against the seed's way, candidate latency at 100k and

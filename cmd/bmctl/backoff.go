@@ -51,7 +51,7 @@ from its interval; --active shows only the unexpired ones.`,
 				}
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleOperator)
 			if err != nil {
 				return err
 			}

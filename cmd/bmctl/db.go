@@ -14,6 +14,7 @@ func newDBCmd(a *app) *cobra.Command {
 		Short: "Manage the embedded local database used when none is configured",
 	}
 	asGroup(cmd)
+	cmd.AddCommand(newRolesCmd(a))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "start",
 		Short: "Create (if needed), start and migrate the embedded database",

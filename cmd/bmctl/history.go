@@ -82,6 +82,7 @@ interrupted; with -o json it prints one JSON object per line (JSON Lines).`,
 	f.StringSliceVar(&o.events, "event", nil, "only these events (Started, Failed, HoldPlaced, ...; repeat or comma-separate)")
 	f.StringVar(&o.actor, "actor", "", `only events by this actor ("alice@jump1", or the part before the @: "alice", "shepherd")`)
 	f.StringVar(&o.location, "location", "", "only events of machines at this location")
+	cmd.AddCommand(newHistoryPruneCmd(a))
 	_ = cmd.RegisterFlagCompletionFunc("process", completeProcesses)
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -112,7 +113,7 @@ func (a *app) runHistory(ctx context.Context, ref string, o historyOptions) erro
 	}
 	ho.Actor, ho.Location = o.actor, o.location
 
-	conn, err := a.connect(ctx)
+	conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 	if err != nil {
 		return err
 	}

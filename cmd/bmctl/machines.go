@@ -108,7 +108,7 @@ field.`,
 			}
 			o.Thresholds = thresholds.th
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 			if err != nil {
 				return err
 			}
@@ -330,7 +330,7 @@ The machine is a UUID, a unique UUID prefix or a provider id.`,
 				return usageError{fmt.Errorf("--history must be at least 1, got %d", history)}
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 			if err != nil {
 				return err
 			}

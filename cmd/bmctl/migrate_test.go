@@ -12,11 +12,12 @@ import (
 
 func TestMigrateCommands(t *testing.T) {
 	db := pgtest.EmptyURL(t)
-	latest := bmdb.Versions()[len(bmdb.Versions())-1]
+	vs := bmdb.Versions() // numbers may have gaps: one reserved for a migration not landed yet
+	latest := vs[len(vs)-1]
 
 	r := bmctl(t, "", "--db", db, "migrate", "status", "-o", "json")
 	var st bmdb.MigrationStatus
-	if r.code != 0 || json.Unmarshal([]byte(r.out), &st) != nil || st.Version != 0 || len(st.Pending) != int(latest) {
+	if r.code != 0 || json.Unmarshal([]byte(r.out), &st) != nil || st.Version != 0 || len(st.Pending) != len(vs) {
 		t.Fatalf("status on empty database: %+v %+v", r, st)
 	}
 	if r := bmctl(t, "", "--db", db, "migrate", "up"); r.code != 0 || !strings.Contains(r.out, "version") {
@@ -26,7 +27,7 @@ func TestMigrateCommands(t *testing.T) {
 		t.Fatalf("down 2: %+v", r)
 	}
 	r = bmctl(t, "", "--db", db, "migrate", "status")
-	if r.code != 0 || !strings.Contains(r.out, "dirty:   false") || !strings.Contains(r.out, fmt.Sprintf("pending: [%d %d]", latest-1, latest)) {
+	if r.code != 0 || !strings.Contains(r.out, "dirty:   false") || !strings.Contains(r.out, fmt.Sprintf("pending: [%d %d]", vs[len(vs)-2], latest)) {
 		t.Fatalf("status after down 2: %+v", r)
 	}
 	for _, args := range [][]string{{"migrate", "down", "zero"}, {"migrate", "force"}, {"migrate", "sideways"}, {"migrate", "up", "--bogus"}} {

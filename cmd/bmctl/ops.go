@@ -153,7 +153,7 @@ func (a *app) runOps(ctx context.Context, o *opsFlags, refs []string, build func
 			return err
 		}
 	}
-	conn, err := a.connect(ctx)
+	conn, err := a.connectAs(ctx, bmdb.RoleOperator)
 	if err != nil {
 		return err
 	}

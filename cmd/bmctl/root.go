@@ -183,6 +183,20 @@ func (a *app) embedded(ctx context.Context, db string) (string, error) {
 	return c.URL(db), nil
 }
 
+// connectAs is connect, then the start-up check of role's grants: a
+// component run under a login that lacks one exits at once naming it.
+func (a *app) connectAs(ctx context.Context, role bmdb.Role) (*bmdb.Conn, error) {
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.CheckGrants(ctx, role); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // connect opens BMDB, refusing a schema that is not the one this binary knows.
 func (a *app) connect(ctx context.Context) (*bmdb.Conn, error) {
 	if a.dbURL == "" {

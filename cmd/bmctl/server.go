@@ -96,7 +96,10 @@ issued from it at each start; give the shepherd <dir>/ca.pem.`,
 					return struct{}{}, err
 				}
 				defer conn.Close()
-				return struct{}{}, conn.CheckSchema(ctx)
+				if err := conn.CheckSchema(ctx); err != nil {
+					return struct{}{}, err
+				}
+				return struct{}{}, conn.CheckGrants(ctx, bmdb.RoleEndpoint)
 			}); err != nil {
 				return err
 			}

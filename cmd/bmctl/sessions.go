@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 )
 
@@ -34,7 +35,7 @@ sweep records its work as lost.`,
 				return err
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 			if err != nil {
 				return err
 			}

@@ -177,6 +177,9 @@ Metrics and the alert rules for them: docs/metrics.md.`,
 		if err := waitForSchema(ctx, conn.Pool, log, 5*time.Second); err != nil || ctx.Err() != nil {
 			return err
 		}
+		if err := conn.CheckGrants(ctx, bmdb.RoleShepherd); err != nil {
+			return err
+		}
 		return runUntilSignal(ctx, cfg, o.shutdownTO, a)
 	}
 	return cmd

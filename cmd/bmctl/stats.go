@@ -28,7 +28,7 @@ func newStatsCmd(a *app) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
+	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/tui"
 )
 
@@ -72,7 +73,11 @@ Colour follows the terminal and NO_COLOR; states are always written out.`,
 
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			conn, err := a.connect(ctx)
+			role := bmdb.RoleViewer
+			if allowActions {
+				role = bmdb.RoleOperator
+			}
+			conn, err := a.connectAs(ctx, role)
 			if err != nil {
 				return err
 			}

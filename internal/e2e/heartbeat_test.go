@@ -51,8 +51,12 @@ const (
 // world is the whole system on 127.0.0.1: BMDB, the heartbeat endpoint, a
 // fleet of simulated machines that run the real agent, and a shepherd.
 type world struct {
-	t      *testing.T
+	t *testing.T
+	// Each part runs under its own database role, as a site runs them:
+	// conn is the shepherd's (bmctl_shepherd), view is what the test reads
+	// through (bmctl_viewer) and the endpoint's pool is bmctl_endpoint's.
 	conn   *bmdb.Conn
+	view   *bmdb.Conn
 	fleet  *sshsim.Fleet
 	log    *slog.Logger
 	caPEM  string
@@ -64,10 +68,10 @@ type world struct {
 	wg     sync.WaitGroup
 
 	// The endpoint, which a test may stop and start again on its address.
-	dbURL    string
-	cert     tls.Certificate
-	interval time.Duration // the agents' heartbeat interval
-	endpoint struct {
+	endpointURL string // the endpoint's login (bmctl_endpoint)
+	cert        tls.Certificate
+	interval    time.Duration // the agents' heartbeat interval
+	endpoint    struct {
 		addr   string
 		stop   context.CancelFunc
 		served chan error
@@ -81,8 +85,11 @@ type world struct {
 func (w *world) startEndpoint(addr string) {
 	w.t.Helper()
 	ctx := context.Background()
-	pool, err := heartbeat.OpenPool(ctx, w.dbURL, 0)
+	pool, err := heartbeat.OpenPool(ctx, w.endpointURL, 0)
 	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := bmdb.CheckGrants(ctx, pool, bmdb.RoleEndpoint); err != nil {
 		w.t.Fatal(err)
 	}
 	var ln net.Listener
@@ -135,13 +142,8 @@ type runningAgent struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	dbURL := pgtest.URL(t)
-	ctx := context.Background()
-	conn, err := bmdb.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	w := &world{t: t, conn: conn, agents: map[string]*runningAgent{},
+	conn := openAs(t, dbURL, bmdb.RoleShepherd)
+	w := &world{t: t, conn: conn, view: openAs(t, dbURL, bmdb.RoleViewer), agents: map[string]*runningAgent{},
 		log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 
 	// The heartbeat endpoint, as `bmctl server --dev-ca-dir` runs it.
@@ -154,7 +156,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.dbURL = dbURL
+	w.endpointURL = pgtest.LoginURL(t, dbURL, bmdb.RoleEndpoint)
 	w.startEndpoint("127.0.0.1:0")
 	t.Cleanup(w.stopEndpoint)
 	w.caPEM = string(ca.CertPEM)
@@ -169,6 +171,21 @@ func newWorld(t *testing.T) *world {
 		w.killAll()
 	})
 	return w
+}
+
+// openAs connects to dbURL as a new login holding only role, checked as the
+// component's start-up check does.
+func openAs(t *testing.T, dbURL string, role bmdb.Role) *bmdb.Conn {
+	t.Helper()
+	conn, err := bmdb.Open(context.Background(), pgtest.LoginURL(t, dbURL, role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	if err := conn.CheckGrants(context.Background(), role); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
 
 type testWriter struct{ t testing.TB }
@@ -316,7 +333,7 @@ func (w *world) runShepherdWith(change func(*shepherd.RecoveryConfig), m *shephe
 
 func (w *world) agentKey(machine uuid.UUID) ed25519.PublicKey {
 	var key []byte
-	err := w.conn.Pool.QueryRow(context.Background(), `SELECT agent_public_key FROM machine_agent_started WHERE machine_id = $1`, machine).Scan(&key)
+	err := w.view.Pool.QueryRow(context.Background(), `SELECT agent_public_key FROM machine_agent_started WHERE machine_id = $1`, machine).Scan(&key)
 	if err != nil {
 		return nil
 	}
@@ -325,7 +342,7 @@ func (w *world) agentKey(machine uuid.UUID) ed25519.PublicKey {
 
 func (w *world) lastHeartbeat(machine uuid.UUID) time.Time {
 	var at *time.Time
-	err := w.conn.Pool.QueryRow(context.Background(), `SELECT max(agent_heartbeat_at) FROM machine_agent_heartbeat WHERE machine_id = $1`, machine).Scan(&at)
+	err := w.view.Pool.QueryRow(context.Background(), `SELECT max(agent_heartbeat_at) FROM machine_agent_heartbeat WHERE machine_id = $1`, machine).Scan(&at)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -338,7 +355,7 @@ func (w *world) lastHeartbeat(machine uuid.UUID) time.Time {
 func (w *world) count(sql string, args ...any) int {
 	w.t.Helper()
 	var n int
-	if err := w.conn.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+	if err := w.view.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		w.t.Fatal(err)
 	}
 	return n
@@ -346,7 +363,7 @@ func (w *world) count(sql string, args ...any) int {
 
 // recoveryStarts are the times Recovery started work on the machine.
 func (w *world) recoveryStarts(machine uuid.UUID) []time.Time {
-	rows, err := w.conn.Pool.Query(context.Background(), `
+	rows, err := w.view.Pool.Query(context.Background(), `
 		SELECT event_at FROM work_history
 		WHERE machine_id = $1 AND process = 'ShepherdRecovery' AND event = 'Started' ORDER BY work_history_id`, machine)
 	if err != nil {

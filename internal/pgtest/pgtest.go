@@ -173,3 +173,29 @@ func LogPath() string {
 	}
 	return filepath.Join(cluster.Dir, "postgres.log")
 }
+
+// LoginURL returns dbURL for a new login role that is a member of the given
+// group roles only (none: a login with no grants), dropped after the test.
+// Tests connect as it to show what a role may and may not do; the throwaway
+// cluster trusts its Unix socket, so no password is needed.
+func LoginURL(t testing.TB, dbURL string, groups ...bmdb.Role) string {
+	t.Helper()
+	ensure(t)
+	login := fmt.Sprintf("%slogin_%d", prefix, counter.Add(1))
+	ctx := context.Background()
+	if err := admin(ctx, "CREATE ROLE "+login+" LOGIN"); err != nil {
+		t.Fatalf("creating login role: %v", err)
+	}
+	t.Cleanup(func() { _ = admin(context.Background(), "DROP ROLE IF EXISTS "+login) })
+	for _, g := range groups {
+		if err := admin(ctx, "GRANT "+string(g)+" TO "+login); err != nil {
+			t.Fatalf("granting %s: %v", g, err)
+		}
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(login)
+	return u.String()
+}

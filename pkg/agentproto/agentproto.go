@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // MaxReplySize caps what the shepherd reads from an agent's stdout.
@@ -67,7 +68,9 @@ func ReadReply(r io.Reader, init Init) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("agent reply is not valid JSON (%v): %q", err, truncate(data, 200))
 	}
 	if rep.Error != "" {
-		return nil, fmt.Errorf("agent reported an error: %s", rep.Error)
+		// The agent's words, on one line and bounded: the cause goes into
+		// logs and history (FuzzReadReply).
+		return nil, fmt.Errorf("agent reported an error: %s", truncate([]byte(strings.Join(strings.Fields(rep.Error), " ")), 500))
 	}
 	if !rep.Init.Equal(init) {
 		return nil, fmt.Errorf("agent reply does not echo the init message (got machine %q, endpoint %q)", rep.Init.MachineID, rep.Init.Endpoint)

@@ -25,24 +25,10 @@ func RecordHeartbeats(ctx context.Context, db DBTX, claims []AgentKey) ([]bool, 
 	for i, c := range claims {
 		ids[i], keys[i] = c.Machine, c.Key
 	}
-	// At most one key per machine matches its started tag, so s has one row
-	// per machine and the upsert touches each row once. Rows are locked in
-	// machine order, so concurrent batches do not deadlock each other.
-	rows, err := db.Query(ctx, `
-		WITH s AS MATERIALIZED (
-			SELECT s.machine_id, s.agent_public_key
-			FROM machine_agent_started s
-			WHERE (s.machine_id, s.agent_public_key) IN (SELECT * FROM unnest($1::uuid[], $2::bytea[]))
-			ORDER BY s.machine_id
-			FOR KEY SHARE OF s
-		), u AS (
-			INSERT INTO machine_agent_heartbeat (machine_id, agent_heartbeat_at, agent_heartbeat_coarse_at)
-			SELECT machine_id, now(), now() FROM s
-			ORDER BY machine_id
-			ON CONFLICT (machine_id) DO UPDATE SET agent_heartbeat_at = excluded.agent_heartbeat_at
-			RETURNING machine_id
-		)
-		SELECT s.machine_id, s.agent_public_key FROM s JOIN u USING (machine_id)`, ids, keys)
+	// bmdb_record_heartbeats (migration 0013) writes only claims whose key
+	// is the machine's started agent's key: the endpoint's role may write
+	// heartbeats through it and not otherwise.
+	rows, err := db.Query(ctx, `SELECT machine_id, agent_public_key FROM bmdb_record_heartbeats($1::uuid[], $2::bytea[])`, ids, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +47,14 @@ func RecordHeartbeats(ctx context.Context, db DBTX, claims []AgentKey) ([]bool, 
 		ok[i] = recorded[agentKeyID{c.Machine, string(c.Key)}]
 	}
 	return ok, nil
+}
+
+// RecordHardwareReport records a heartbeat and the hardware report it
+// carries, both or neither: only when key is machine's started agent's key.
+func RecordHardwareReport(ctx context.Context, db DBTX, machine uuid.UUID, key ed25519.PublicKey, report []byte) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT bmdb_record_hardware_report($1, $2, $3)`, machine, []byte(key), report).Scan(&ok)
+	return ok, err
 }
 
 // agentKeyID is an AgentKey usable as a map key.

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -376,25 +375,13 @@ func (s *Server) record(ctx context.Context, machine uuid.UUID, key ed25519.Publ
 	if hw == nil {
 		return s.batch.record(ctx, bmdb.AgentKey{Machine: machine, Key: key})
 	}
-	report, err := json.Marshal(hw) // our struct, not the client's bytes
+	report, err := json.Marshal(hw.storable()) // our struct, not the client's bytes
 	if err != nil {
 		return false, err
 	}
-	var accepted bool
-	err = pgx.BeginFunc(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
-		var err error
-		accepted, err = bmdb.RecordHeartbeat(ctx, tx, machine, key)
-		if err != nil || !accepted {
-			return err
-		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO machine_hardware_report (machine_id, hardware_report, hardware_reported_at)
-			VALUES ($1, $2, now())
-			ON CONFLICT (machine_id) DO UPDATE SET hardware_report = excluded.hardware_report,
-				hardware_reported_at = excluded.hardware_reported_at`, machine, report)
-		return err
-	})
-	return accepted, err
+	// One function call, both or neither (the endpoint's role may write
+	// them through it only).
+	return bmdb.RecordHardwareReport(ctx, s.cfg.Pool, machine, key, report)
 }
 
 func (s *Server) refuse(w http.ResponseWriter, code int, result, msg string) {

@@ -161,25 +161,8 @@ func (c *Cluster) Init(ctx context.Context) error {
 	if c.Initialized() {
 		return nil
 	}
-	for _, d := range []string{c.Dir, c.DataDir(), c.SocketDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-		if err := c.chown(d); err != nil {
-			return err
-		}
-	}
-	if c.cred != nil {
-		// The server's account must be able to reach Dir, which may sit under a
-		// root-owned temporary directory.
-		if err := os.Chmod(c.Dir, 0o755); err != nil {
-			return err
-		}
-		for p := filepath.Dir(c.Dir); p != "/" && p != "."; p = filepath.Dir(p) {
-			if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o001 == 0 {
-				_ = os.Chmod(p, st.Mode().Perm()|0o011)
-			}
-		}
+	if err := c.makeDirs(); err != nil {
+		return err
 	}
 	cmd := c.command(ctx, "initdb", "-D", c.DataDir(), "-U", c.superuser(), "-A", "trust", "-E", "UTF8", "--no-sync")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -242,13 +225,9 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	return nil
 }
 
-// InitStandby makes the cluster a streaming standby of primary, from a base
-// backup (pg_basebackup -R) over primary's socket. Start it afterwards.
-func (c *Cluster) InitStandby(ctx context.Context, primary *Cluster) error {
-	if err := c.prepare(); err != nil {
-		return err
-	}
-	for _, d := range []string{c.Dir, c.SocketDir()} {
+// makeDirs creates the cluster's directories for the server's account.
+func (c *Cluster) makeDirs() error {
+	for _, d := range []string{c.Dir, c.DataDir(), c.SocketDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -257,9 +236,28 @@ func (c *Cluster) InitStandby(ctx context.Context, primary *Cluster) error {
 		}
 	}
 	if c.cred != nil {
+		// The server's account must be able to reach Dir, which may sit under a
+		// root-owned temporary directory.
 		if err := os.Chmod(c.Dir, 0o755); err != nil {
 			return err
 		}
+		for p := filepath.Dir(c.Dir); p != "/" && p != "."; p = filepath.Dir(p) {
+			if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o001 == 0 {
+				_ = os.Chmod(p, st.Mode().Perm()|0o011)
+			}
+		}
+	}
+	return nil
+}
+
+// InitStandby makes the cluster a streaming standby of primary, from a base
+// backup (pg_basebackup -R) over primary's socket. Start it afterwards.
+func (c *Cluster) InitStandby(ctx context.Context, primary *Cluster) error {
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	if err := c.makeDirs(); err != nil {
+		return err
 	}
 	cmd := c.command(ctx, "pg_basebackup", "-h", primary.SocketDir(), "-U", primary.superuser(), "-D", c.DataDir(), "-R", "-X", "stream", "--no-sync")
 	if out, err := cmd.CombinedOutput(); err != nil {

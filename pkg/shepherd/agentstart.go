@@ -147,7 +147,7 @@ func (a *agentStart) Do(ctx context.Context, t *Task) (func(context.Context, pgx
 		t.Log.Info("pinned SSH host key", "fingerprint", ssh.FingerprintSHA256(presented))
 	}
 
-	want, gz, err := a.local.of(a.cfg.AgentBinary)
+	want, gz, err := a.local.of(ctx, a.cfg.AgentBinary)
 	if err != nil {
 		return nil, fail(FailInternal, fmt.Errorf("hashing the agent binary: %w", err))
 	}
@@ -304,6 +304,19 @@ func (a *agentStart) hasAgent(client *ssh.Client, want string) (bool, error) {
 	return got == want, nil
 }
 
+// ctxReader reads r until ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 // localAgent caches the agent binary's SHA-256 and its gzip form while the
 // file's size and modification time stay the same: hashing and compressing
 // 30 MB for every machine would cost more than they save, and a replaced
@@ -316,8 +329,10 @@ type localAgent struct {
 	gz      []byte
 }
 
-// of returns the binary's SHA-256 in hex and its gzip-compressed bytes.
-func (d *localAgent) of(path string) (string, []byte, error) {
+// of returns the binary's SHA-256 in hex and its gzip-compressed bytes. It
+// gives up when ctx ends: compressing a large binary takes seconds, and a
+// shutdown or a fenced lease must not wait for it.
+func (d *localAgent) of(ctx context.Context, path string) (string, []byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return "", nil, err
@@ -335,7 +350,7 @@ func (d *localAgent) of(path string) (string, []byte, error) {
 	h := sha256.New()
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	if _, err := io.Copy(io.MultiWriter(h, zw), f); err != nil {
+	if _, err := io.Copy(io.MultiWriter(h, zw), ctxReader{ctx, f}); err != nil {
 		return "", nil, err
 	}
 	if err := zw.Close(); err != nil {

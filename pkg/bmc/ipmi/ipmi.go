@@ -84,15 +84,28 @@ func (c *Client) Status(ctx context.Context) (bmc.Status, error) {
 		return bmc.Status{}, err
 	}
 	st := bmc.Status{Resets: []bmc.ResetType{bmc.ResetPowerCycle, bmc.ResetForceOff, bmc.ResetOn}}
-	switch s := strings.ToLower(strings.TrimSpace(out)); {
-	case strings.HasSuffix(s, " is on"):
-		st.Power = bmc.PowerOn
-	case strings.HasSuffix(s, " is off"):
-		st.Power = bmc.PowerOff
-	default:
+	power, ok := parsePowerStatus(out)
+	if !ok {
 		return st, fmt.Errorf("ipmitool chassis power status at %s: unexpected answer %q", c.cfg.Address, strings.TrimSpace(out))
 	}
+	st.Power = power
 	return st, nil
+}
+
+// parsePowerStatus reads ipmitool's one line "Chassis Power is on|off". More
+// lines are not that answer, whatever the last one says (FuzzParsePowerStatus).
+func parsePowerStatus(out string) (bmc.PowerState, bool) {
+	s := strings.ToLower(strings.TrimSpace(out))
+	if strings.ContainsAny(s, "\r\n") {
+		return "", false
+	}
+	switch {
+	case strings.HasSuffix(s, " is on"):
+		return bmc.PowerOn, true
+	case strings.HasSuffix(s, " is off"):
+		return bmc.PowerOff, true
+	}
+	return "", false
 }
 
 // Reset runs the chassis power command for t.

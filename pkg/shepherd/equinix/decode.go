@@ -105,11 +105,20 @@ func fieldError(err error) string {
 	return err.Error()
 }
 
+// isUUID accepts the 36-character form Metal writes, not the braced, urn: or
+// dash-less forms uuid.Parse also takes: the id becomes a provider id and a
+// URL path, and a reservation's short id is its first 8 characters
+// (FuzzDecodeReservation found "urn:uuid" as one).
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}
+
 func decodeDevice(raw json.RawMessage, where string) (device, error) {
 	var j deviceJSON
 	err := json.Unmarshal(raw, &j)
 	bad := func(cause string) (device, error) {
-		if _, perr := uuid.Parse(j.ID); perr != nil {
+		if !isUUID(j.ID) {
 			j.ID = ""
 		}
 		return device{ID: j.ID, Hostname: j.Hostname}, &unreadable{kind: "device", id: j.ID, where: where, cause: cause}
@@ -117,7 +126,7 @@ func decodeDevice(raw json.RawMessage, where string) (device, error) {
 	if err != nil {
 		return bad(fieldError(err))
 	}
-	if _, err := uuid.Parse(j.ID); err != nil {
+	if !isUUID(j.ID) {
 		return bad(fmt.Sprintf("field id: %q is not a UUID", j.ID))
 	}
 	d := device{ID: j.ID, Hostname: j.Hostname, State: j.State, Tags: j.Tags,
@@ -163,7 +172,7 @@ type reservationJSON struct {
 func decodeReservation(raw json.RawMessage, where string) (reservation, error) {
 	var j reservationJSON
 	err := json.Unmarshal(raw, &j)
-	if _, perr := uuid.Parse(j.ID); perr != nil {
+	if !isUUID(j.ID) {
 		if err == nil {
 			err = fmt.Errorf("field id: %q is not a UUID", j.ID)
 		}
