@@ -37,6 +37,9 @@ seconds. Work whose session is dead (past its deadline) can no longer be ended
 by its holder, so its lock is broken at once. The history records
 CancelRequested or LockBroken with the operator and --reason. --wait waits
 that long for the holders to end the work, and fails if one has not.
+
+A cancel is not a hold: the process may claim the machine again at once. To
+keep it off, 'bmctl hold' the machine first.
 ` + opsHelp,
 		Example: `  bmctl work cancel srv-1234 --process Recovery --reason "wrong rack"
   bmctl work cancel --location fra1 --process AgentStart --dry-run`,
