@@ -342,3 +342,56 @@ func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
 		t.Fatalf("work rows: %d (%v), want none", held, err)
 	}
 }
+
+// TestSweepRecordsWorkOfAClaimStillInFlight: a claim that checked its session
+// alive (before a freeze, say) can commit its work after the session's
+// deadline. The sweep must record that work as Lost, not let it die silently
+// by the foreign key's cascade when it deletes the session.
+func TestSweepRecordsWorkOfAClaimStillInFlight(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 1)
+	s := session(t, conn, "frozen", 0)
+
+	raw, err := pgx.Connect(ctx, conn.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	claim, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The claim's writes, not yet committed; its foreign key holds the session row.
+	if _, err := claim.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, 'ShepherdAgentStart')`, ids[0], s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := claim.Exec(ctx, `INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdAgentStart', 'Started', $2)`, ids[0], s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, conn, s)
+	swept := make(chan error, 1)
+	go func() { _, err := conn.Sweep(ctx); swept <- err }()
+	// The sweep may leave the session for later, but must not wait on the claim.
+	select {
+	case err := <-swept:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the sweep waited for a claim in flight")
+	}
+	if err := claim.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sweep to delete the session", 20*time.Second, func() bool {
+		_, _ = conn.Sweep(ctx)
+		var n int
+		err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE session_id = $1`, s.ID()).Scan(&n)
+		return err == nil && n == 0
+	})
+	h := history(t, conn, ids[0])
+	if len(h) != 2 || h[0].Event != bmdb.EventStarted || h[1].Event != bmdb.EventLost {
+		t.Fatalf("history = %+v, want Started, Lost", h)
+	}
+}

@@ -495,20 +495,39 @@ func untilRecorded(ctx context.Context, s *Session, stop <-chan struct{}, op fun
 // It returns how many sessions it deleted.
 func (c *Conn) Sweep(ctx context.Context) (int, error) {
 	var n int
-	err := c.Pool.QueryRow(ctx, `
-		WITH dead AS (
-			DELETE FROM sessions WHERE session_deadline < now() - make_interval(secs => $1)
-			RETURNING session_id, session_component, session_host, session_deadline
-		), lost AS (
-			DELETE FROM work w USING dead WHERE w.session_id = dead.session_id
-			RETURNING w.machine_id, w.process, dead.session_id, dead.session_component, dead.session_host, dead.session_deadline
-		), logged AS (
+	err := pgx.BeginFunc(ctx, c.Pool, func(tx pgx.Tx) error {
+		// Locking the dead sessions first waits out (or, SKIP LOCKED, leaves
+		// for the next sweep) a claim still inserting under one: a claim
+		// that checked its session alive before a freeze can commit after
+		// the deadline. The work is read by a later statement, which sees
+		// that claim's row, so no work dies by the foreign key's cascade
+		// without its Lost.
+		rows, err := tx.Query(ctx, `SELECT session_id FROM sessions
+			WHERE session_deadline < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED`, SweepGrace.Seconds())
+		if err != nil {
+			return err
+		}
+		dead, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil || len(dead) == 0 {
+			return err
+		}
+		n = len(dead)
+		_, err = tx.Exec(ctx, `
+			WITH lost AS (
+				DELETE FROM work w USING sessions s
+				WHERE w.session_id = s.session_id AND s.session_id = ANY ($1)
+				RETURNING w.machine_id, w.process, s.session_id, s.session_component, s.session_host, s.session_deadline
+			)
 			INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
 			SELECT machine_id, process, 'Lost',
 			       'session expired at ' || to_char(session_deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC; work lost',
 			       session_id, session_component, session_host
-			FROM lost
-		)
-		SELECT count(*) FROM dead`, SweepGrace.Seconds()).Scan(&n)
+			FROM lost`, dead)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM sessions WHERE session_id = ANY ($1)`, dead)
+		return err
+	})
 	return n, err
 }
