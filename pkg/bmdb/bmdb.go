@@ -83,6 +83,12 @@ func Open(ctx context.Context, url string) (*Conn, error) {
 	if cfg.MaxConns < 8 {
 		cfg.MaxConns = 8
 	}
+	// The views' state queries have wide plans whose estimated cost passes
+	// jit_above_cost on a fresh or small database: PostgreSQL then spent
+	// ~0.5 s compiling each ~1 ms query. Nothing bmctl runs gains from JIT.
+	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to database: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,10 @@ func Resolve(ctx context.Context, db DB, ref string, o ResolveOptions) (uuid.UUI
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return uuid.Nil, fmt.Errorf("%w: empty; give a machine UUID, UUID prefix or provider id", ErrInvalidMachineRef)
+	}
+	if !utf8.ValidString(ref) || strings.ContainsRune(ref, 0) {
+		// PostgreSQL text holds neither; no machine is named so (FuzzResolve).
+		return uuid.Nil, fmt.Errorf("%w: %q is not valid UTF-8 text without NUL", ErrInvalidMachineRef, ref)
 	}
 	if looksLikeFullUUID(ref) {
 		id, err := uuid.Parse(ref)

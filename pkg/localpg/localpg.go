@@ -183,6 +183,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		"-k " + c.SocketDir(),
 		"-c listen_addresses=''",
 		"-c max_connections=200",
+		// bmctl's queries are short; JIT compiling the views' wide plans
+		// cost half a second each (see bmdb.Open).
+		"-c jit=off",
 		"-c shared_buffers=128MB",
 	}
 	if c.Fast {

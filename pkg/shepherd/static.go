@@ -335,15 +335,18 @@ func sshAddress(a string) (string, bool) {
 
 // yamlError turns a YAML decoding error into lines of "file:line: what".
 func yamlError(file string, err error) error {
+	// yaml quotes the offending value as it is, newlines and all: one line
+	// (FuzzParseInventory).
+	oneLine := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		var lines []string
 		for _, e := range te.Errors {
-			lines = append(lines, file+":"+strings.TrimPrefix(e, "line "))
+			lines = append(lines, file+":"+oneLine(strings.TrimPrefix(e, "line ")))
 		}
 		return fmt.Errorf("malformed inventory: %s", strings.Join(lines, "; "))
 	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg := oneLine(strings.TrimPrefix(err.Error(), "yaml: "))
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		return fmt.Errorf("malformed inventory: %s:%s", file, rest)
 	}
