@@ -199,7 +199,7 @@ END $$;
 INSERT INTO bmdb_grants (object_kind, object_name, viewer, operator, shepherd, endpoint) VALUES
 ('table', 'schema_migrations',        '{SELECT}', '{SELECT}', '{SELECT}', '{SELECT}'),
 ('table', 'bmdb_grants',              '{SELECT}', '{SELECT}', '{SELECT}', '{SELECT}'),
-('table', 'change_listeners',         '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT}'),
+('table', 'change_listeners',         '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT}', '{SELECT}'),
 ('table', 'machines',                 '{SELECT}', '{SELECT,"UPDATE (machine_created_at)"}', '{SELECT,INSERT,DELETE,"UPDATE (machine_created_at)"}', '{}'),
 ('table', 'machine_provided',         '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}', '{}'),
 ('table', 'machine_agent_started',    '{SELECT}', '{SELECT,"UPDATE (agent_heartbeat_seen)"}', '{SELECT,INSERT,UPDATE,DELETE}', '{SELECT}'),

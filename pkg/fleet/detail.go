@@ -134,6 +134,14 @@ func snapshot(ctx context.Context, db DB, fn func(db DB) error) error {
 	if _, isTx := db.(pgx.Tx); isTx || !ok {
 		return fn(db)
 	}
-	return pgx.BeginTxFunc(ctx, b, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+	return pgx.BeginTxFunc(ctx, b, pgx.TxOptions{BeginQuery: snapshotBegin},
 		func(tx pgx.Tx) error { return fn(tx) })
 }
+
+// snapshotBegin begins a view's transaction. JIT is off in it: the views'
+// joins over every rule's tables are estimated at millions of rows (on
+// small or unanalyzed tables too), which is past jit_above_cost, and then
+// compiling them took 1.2 s per query where running them takes a
+// millisecond (a 9-machine fleet's page: 1.9 s with JIT, the TUI's tests
+// timing out on it). JIT pays off for long analytic scans, never for these.
+const snapshotBegin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL jit = off"
