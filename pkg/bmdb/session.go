@@ -361,6 +361,11 @@ func (s *Session) Close(ctx context.Context) error {
 
 func (s *Session) closeOnce(ctx context.Context) error {
 	return pgx.BeginFunc(ctx, s.conn.Pool, func(tx pgx.Tx) error {
+		// Locked first, so no claim can add work between the release and the
+		// delete (that work would die by the cascade, without an end).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE`, s.id); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `
 			WITH released AS (DELETE FROM work WHERE session_id = $1 RETURNING machine_id, process)
 			INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
