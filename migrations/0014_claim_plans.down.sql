@@ -1,5 +1,7 @@
 DELETE FROM bmdb_grants WHERE object_kind = 'function'
-    AND object_name IN ('work_history_newest(uuid)', 'work_claim_verify(uuid,uuid,bigint)');
+    AND object_name IN ('work_history_newest(uuid)', 'work_claim_verify(uuid,uuid,bigint)',
+                        'work_release(uuid,process,uuid,work_event,text,text,text,boolean)');
+DROP FUNCTION work_release(uuid, process, uuid, work_event, text, text, text, boolean);
 DROP FUNCTION work_claim_verify(uuid, uuid, bigint);
 DROP FUNCTION work_history_newest(uuid);
 ALTER FUNCTION work_claim_check(uuid, process) RESET enable_seqscan;

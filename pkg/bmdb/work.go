@@ -260,7 +260,7 @@ func (w *Work) SetDetail(ctx context.Context, detail string) error {
 }
 
 // end releases the work: fn runs first (its changes land together with the
-// release), then one statement checks the session, deletes the work row,
+// release), then work_release (migration 0014) checks the session, deletes the work row,
 // records ev and, with clearBackoff, deletes the process's backoff. Without fn
 // that statement is the whole transaction. If the session is dead or the work
 // no longer held, nothing of it is committed. A release that fails for a
@@ -275,23 +275,8 @@ func (w *Work) end(ctx context.Context, ev Event, cause string, clearBackoff boo
 	}
 	release := func(ctx context.Context, q rowQuerier) error {
 		var alive, released bool
-		err := q.QueryRow(ctx, `
-			WITH alive AS (
-				SELECT 1 FROM sessions WHERE session_id = $3 AND session_deadline > now()
-			), released AS (
-				DELETE FROM work WHERE machine_id = $1 AND process = $2 AND session_id = $3
-				AND EXISTS (SELECT 1 FROM alive)
-				RETURNING machine_id, process
-			), cleared AS (
-				DELETE FROM work_backoff b USING released r
-				WHERE $7 AND b.machine_id = r.machine_id AND b.process = r.process
-			), logged AS (
-				INSERT INTO work_history (machine_id, process, event, cause, session_id, session_component, session_host)
-				SELECT machine_id, process, $4, $5, $3, $6, $8 FROM released
-				RETURNING 1
-			)
-			SELECT EXISTS (SELECT 1 FROM alive), EXISTS (SELECT 1 FROM logged)`,
-			w.Machine, w.Process, w.s.id, ev, cause, w.s.component, clearBackoff, w.s.host).Scan(&alive, &released)
+		err := q.QueryRow(ctx, `SELECT alive, released FROM work_release($1, $2, $3, $4, $5, $6, $7, $8)`,
+			w.Machine, string(w.Process), w.s.id, string(ev), cause, w.s.component, w.s.host, clearBackoff).Scan(&alive, &released)
 		switch {
 		case err != nil:
 			return err
