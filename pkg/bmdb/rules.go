@@ -64,6 +64,9 @@ type ruleParams struct {
 	budgetWindow       string // seconds
 	breakerMaxAge      string // seconds
 	bound              func(alias string) string
+	// key is the column the joins are keyed on: m.machine_id, unless the
+	// query drives from another table with no machines join.
+	key string
 }
 
 func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
@@ -119,7 +122,11 @@ var joinOrder = []string{"p", "s", "h", "w", "ba", "br", "hall", "ha", "hr", "at
 
 func keyed(table, alias, cond string) func(q ruleParams) string {
 	return func(q ruleParams) string {
-		on := alias + ".machine_id = m.machine_id"
+		key := q.key
+		if key == "" {
+			key = "m.machine_id"
+		}
+		on := alias + ".machine_id = " + key
 		if cond != "" {
 			on += " AND " + cond
 		}
