@@ -6,11 +6,12 @@
 -- 0.5 ms in its newest-event lookup and 0.9 ms in work_claim_check, four
 -- times the claim's search. Both read only the claimed machine's newest
 -- events, which the (machine_id, work_history_id) index finds directly, so
--- both are planned with sequential scans off, whatever the statistics say.
+-- both are planned with sequential scans off, whatever the statistics say;
+-- so is the release, below.
 
 -- The newest history event of a machine, 0 if none. STABLE, so that it reads
--- the snapshot of the claim statement that calls it: work_claim_check relies
--- on exactly that snapshot.
+-- the snapshot of the claim statement that calls it: work_claim_verify
+-- relies on exactly that snapshot.
 CREATE FUNCTION work_history_newest(machine uuid) RETURNS bigint
 LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
 BEGIN
