@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
@@ -175,14 +176,13 @@ func installedVersion() (string, bool) {
 // lock (another engineer's setup installing packages).
 func dpkg(t *testing.T, args ...string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(time.Second) {
-		out, err := exec.Command("dpkg", args...).CombinedOutput()
-		if err == nil {
-			return
-		}
-		if strings.Contains(string(out), "lock") && time.Now().Before(deadline) {
-			continue
-		}
+	var out []byte
+	var err error
+	testwait.Until(10*time.Minute, func() bool {
+		out, err = exec.Command("dpkg", args...).CombinedOutput()
+		return err == nil || !strings.Contains(string(out), "lock")
+	})
+	if err != nil {
 		t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }

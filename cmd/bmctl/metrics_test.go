@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/devca"
 	"github.com/bmctl/bmctl/pkg/heartbeat"
@@ -116,7 +117,7 @@ func TestMonitoredMetricsAreExported(t *testing.T) {
 	have := map[string]bool{}
 	var client *http.Client
 	var missing []string
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+	testwait.Until(testwait.Limit, func() bool {
 		have = map[string]bool{}
 		if body, err := get(http.DefaultClient, "http://"+shepherdMetrics+"/metrics"); err == nil {
 			exported(body, have)
@@ -139,10 +140,8 @@ func TestMonitoredMetricsAreExported(t *testing.T) {
 				missing = append(missing, n)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return len(missing) == 0
+	})
 	sort.Strings(missing)
 	for _, n := range missing {
 		t.Errorf("the rules or the dashboard use %s, which neither the shepherd nor the endpoint exports", n)
@@ -214,14 +213,12 @@ func TestShepherdWaitsForSchema(t *testing.T) {
 			streams{In: strings.NewReader(""), Out: io.Discard, Err: &log})
 	}()
 	want := []string{"bmctl_bmdb_schema_version 0\n", "bmctl_schema_version_needed " + strconv.Itoa(int(bmdb.LatestVersion())) + "\n"}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		body, _ := get(http.DefaultClient, "http://"+addr+"/metrics")
-		if strings.Contains(body, want[0]) && strings.Contains(body, want[1]) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics never showed %q; it said:\n%s\nshepherd:\n%s", want, body, log.String())
-		}
+	var body string
+	if !testwait.Until(testwait.Limit, func() bool {
+		body, _ = get(http.DefaultClient, "http://"+addr+"/metrics")
+		return strings.Contains(body, want[0]) && strings.Contains(body, want[1])
+	}) {
+		t.Fatalf("/metrics never showed %q; it said:\n%s\nshepherd:\n%s", want, body, log.String())
 	}
 	if !strings.Contains(log.String(), "waiting for the schema: run bmctl migrate up") || strings.Contains(log.String(), "shepherd running") {
 		t.Fatalf("before the migration the shepherd said:\n%s", log.String())
@@ -229,10 +226,8 @@ func TestShepherdWaitsForSchema(t *testing.T) {
 	if err := bmdb.MigrateUp(url); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(log.String(), "shepherd running"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the shepherd did not start after the migration:\n%s", log.String())
-		}
+	if !testwait.Until(testwait.Limit, func() bool { return strings.Contains(log.String(), "shepherd running") }) {
+		t.Fatalf("the shepherd did not start after the migration:\n%s", log.String())
 	}
 	stop()
 	if c := <-code; c != 0 {

@@ -2,17 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/creack/pty"
 	"github.com/google/uuid"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/localpg"
 	"github.com/bmctl/bmctl/pkg/ops"
@@ -485,18 +486,19 @@ func TestWorkCancelWait(t *testing.T) {
 	// ends the work as canceled.
 	holder := make(chan error, 1)
 	go func() {
-		for {
-			var asked bool
-			if err := f.conn.Pool.QueryRow(ctx, `SELECT work_cancel_requested_at IS NOT NULL FROM work WHERE machine_id = $1`, busy).Scan(&asked); err != nil {
-				holder <- err
-				return
-			}
-			if asked {
-				holder <- w.Cancel(ctx, "canceled at the operator's request")
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+		var err error
+		asked := false
+		testwait.Until(testwait.Limit, func() bool {
+			err = f.conn.Pool.QueryRow(ctx, `SELECT work_cancel_requested_at IS NOT NULL FROM work WHERE machine_id = $1`, busy).Scan(&asked)
+			return err != nil || asked
+		})
+		switch {
+		case err == nil && !asked:
+			err = errors.New("the work never saw the cancel request")
+		case err == nil:
+			err = w.Cancel(ctx, "canceled at the operator's request")
 		}
+		holder <- err
 	}()
 	out := f.ok("work", "cancel", "srv-busy", "--process", "Recovery", "--wait", "2m")
 	if err := <-holder; err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/bmctl/bmctl/internal/faultproxy"
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/demo"
 )
@@ -155,15 +156,6 @@ func postgresPIDs(t *testing.T, dataDir string) []int {
 	return pids
 }
 
-func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(limit); !ok(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-	}
-}
-
 func TestLocksSurviveDatabaseFaults(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -195,7 +187,7 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 		})
 	}()
 	defer func() { stopFleet(); <-fleetDone }()
-	waitFor(t, "the demo's join file", time.Minute, func() bool {
+	testwait.Within(t, "the demo's join file", time.Minute, func() bool {
 		_, err := os.Stat(filepath.Join(stateDir, demo.JoinFile))
 		return err == nil
 	})
@@ -245,17 +237,13 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 	}()
 	count := func(sql string, args ...any) int {
 		var n int
-		for range 50 {
-			if err := conn.Pool.QueryRow(ctx, sql, args...).Scan(&n); err == nil {
-				return n
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !testwait.Until(5*time.Second, func() bool { return conn.Pool.QueryRow(ctx, sql, args...).Scan(&n) == nil }) {
+			t.Fatalf("query failed repeatedly: %s", sql)
 		}
-		t.Fatalf("query failed repeatedly: %s", sql)
-		return 0
+		return n
 	}
 	finished := func() int { return count(`SELECT count(*) FROM work_history WHERE event = 'Finished'`) }
-	waitFor(t, "the shepherds to finish some work", 3*time.Minute, func() bool { return finished() >= 3 })
+	testwait.Within(t, "the shepherds to finish some work", 3*time.Minute, func() bool { return finished() >= 3 })
 
 	// The live shepherds' sessions, for checking that an outage cost none.
 	sessionsOf := func() map[string]time.Time {
@@ -281,13 +269,17 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 	// (it holds no work and expires by itself), and does not count.
 	owned := func() map[string]bool {
 		first := sessionsOf()
-		time.Sleep(sessionInterval/3 + sessionInterval/5) // one renewal period, observed
 		ids := map[string]bool{}
-		for id, dl := range sessionsOf() {
-			if d0, ok := first[id]; ok && dl.After(d0) {
-				ids[id] = true
+		// Until every session has renewed, or one renewal period (with
+		// its jitter) has passed: those that did not are nobody's.
+		testwait.Until(sessionInterval/3+sessionInterval/5, func() bool {
+			for id, dl := range sessionsOf() {
+				if d0, ok := first[id]; ok && dl.After(d0) {
+					ids[id] = true
+				}
 			}
-		}
+			return len(ids) == len(first)
+		})
 		return ids
 	}
 
@@ -308,7 +300,7 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 		}
 		back := time.Now()
 		// Every session renews after the outage, or was lost.
-		waitFor(t, "sessions to renew after the outage", 30*time.Second, func() bool {
+		testwait.Within(t, "sessions to renew after the outage", 30*time.Second, func() bool {
 			var stale int
 			err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE session_id::text = ANY($1) AND session_deadline < $2`,
 				keys(before), back.Add(sessionInterval/2)).Scan(&stale)
@@ -330,7 +322,7 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	progress := finished()
-	waitFor(t, "work after the restart", 2*time.Minute, func() bool { return finished() > progress })
+	testwait.Within(t, "work after the restart", 2*time.Minute, func() bool { return finished() > progress })
 
 	// 4. A freeze longer than the session interval.
 	pids := postgresPIDs(t, cluster.DataDir())
@@ -357,24 +349,22 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 		}
 		return true
 	}
-	for deadline := time.Now().Add(2 * time.Minute); !back(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			rows, _ := conn.Pool.Query(ctx, `SELECT session_pid, session_component, session_deadline FROM sessions ORDER BY 1`)
-			for rows.Next() {
-				var pid int
-				var comp string
-				var dl time.Time
-				_ = rows.Scan(&pid, &comp, &dl)
-				t.Logf("session pid %d %s deadline %s", pid, comp, dl.Format(time.StampMilli))
-			}
-			for _, s := range shepherds {
-				t.Logf("%s pid %d", s.name, s.pid())
-			}
-			t.Fatalf("not every shepherd is back with live sessions 2 minutes after the thaw at %s", thawed.Format(time.StampMilli))
+	if !testwait.Until(2*time.Minute, back) {
+		rows, _ := conn.Pool.Query(ctx, `SELECT session_pid, session_component, session_deadline FROM sessions ORDER BY 1`)
+		for rows.Next() {
+			var pid int
+			var comp string
+			var dl time.Time
+			_ = rows.Scan(&pid, &comp, &dl)
+			t.Logf("session pid %d %s deadline %s", pid, comp, dl.Format(time.StampMilli))
 		}
+		for _, s := range shepherds {
+			t.Logf("%s pid %d", s.name, s.pid())
+		}
+		t.Fatalf("not every shepherd is back with live sessions 2 minutes after the thaw at %s", thawed.Format(time.StampMilli))
 	}
 	progress = finished()
-	waitFor(t, "work after the freeze", 2*time.Minute, func() bool { return finished() > progress })
+	testwait.Within(t, "work after the freeze", 2*time.Minute, func() bool { return finished() > progress })
 
 	// Shut the shepherds down; the killed ones' sessions expire.
 	for _, s := range shepherds {
@@ -385,7 +375,7 @@ func TestLocksSurviveDatabaseFaults(t *testing.T) {
 	}
 	stopFleet()
 	<-fleetDone
-	waitFor(t, "every session to end or be swept", time.Minute, func() bool {
+	testwait.Within(t, "every session to end or be swept", time.Minute, func() bool {
 		_, _ = conn.Sweep(ctx)
 		return count(`SELECT count(*) FROM sessions`) == 0
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/demo"
 	"github.com/bmctl/bmctl/pkg/fleet"
@@ -58,7 +59,7 @@ func TestFailoverToStandby(t *testing.T) {
 	if _, err := direct.Pool.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the standby to replicate synchronously", time.Minute, func() bool {
+	testwait.Within(t, "the standby to replicate synchronously", time.Minute, func() bool {
 		var n int
 		_ = direct.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND state = 'streaming'`).Scan(&n)
 		return n == 1
@@ -120,7 +121,7 @@ func TestFailoverToStandby(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "the fleet to be at work", 3*time.Minute, func() bool {
+	testwait.Within(t, "the fleet to be at work", 3*time.Minute, func() bool {
 		mu.Lock()
 		listening := connects > 0
 		mu.Unlock()
@@ -165,7 +166,7 @@ func TestFailoverToStandby(t *testing.T) {
 	for _, id := range committed {
 		lastSeen = max(lastSeen, id)
 	}
-	waitFor(t, "work, heartbeats, the listener and the follower after the failover", 3*time.Minute, func() bool {
+	testwait.Within(t, "work, heartbeats, the listener and the follower after the failover", 3*time.Minute, func() bool {
 		var work, beats int
 		err := newPrimary.Pool.QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM work_history WHERE event = 'Finished' AND event_at > $1),
@@ -182,7 +183,7 @@ func TestFailoverToStandby(t *testing.T) {
 
 	stopFleet()
 	<-fleetDone
-	waitFor(t, "every session to end or be swept", time.Minute, func() bool {
+	testwait.Within(t, "every session to end or be swept", time.Minute, func() bool {
 		_, _ = newPrimary.Sweep(ctx)
 		var n int
 		_ = newPrimary.Pool.QueryRow(ctx, `SELECT count(*) FROM sessions`).Scan(&n)

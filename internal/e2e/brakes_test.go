@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -114,7 +115,7 @@ func observerOutage(t *testing.T, stale time.Duration, outage func(t *testing.T,
 		rc.Thresholds = bmdb.RecoveryThresholds{NoHeartbeatAfterStart: 2 * stale, StaleHeartbeat: stale}
 	}, nil)
 	all := append([]uuid.UUID{dead}, live...)
-	waitFor(t, "every agent's first heartbeat", func() bool {
+	testwait.For(t, "every agent's first heartbeat", func() bool {
 		for _, id := range all {
 			if w.lastHeartbeat(id).IsZero() {
 				return false
@@ -135,7 +136,7 @@ func observerOutage(t *testing.T, stale time.Duration, outage func(t *testing.T,
 	for _, id := range live {
 		before[id] = w.lastHeartbeat(id)
 	}
-	waitFor(t, "heartbeats after the outage", func() bool {
+	testwait.For(t, "heartbeats after the outage", func() bool {
 		for _, id := range live {
 			if !w.lastHeartbeat(id).After(before[id]) {
 				return false
@@ -145,7 +146,7 @@ func observerOutage(t *testing.T, stale time.Duration, outage func(t *testing.T,
 	})
 	// The dead machine is recovered, after the full threshold from the
 	// new watch's start (the database's clock on both).
-	waitFor(t, "Recovery of the machine that really died", func() bool { return len(w.recoveryStarts(dead)) > 0 })
+	testwait.For(t, "Recovery of the machine that really died", func() bool { return len(w.recoveryStarts(dead)) > 0 })
 	var since time.Time
 	if err := w.conn.Pool.QueryRow(context.Background(), `SELECT observer_since FROM heartbeat_observer`).Scan(&since); err != nil {
 		t.Fatal(err)
@@ -200,7 +201,7 @@ func TestBreaker(t *testing.T) {
 		rc.Breaker = bmdb.BreakerPolicy{MaxSilent: 10, MaxSilentFraction: 0.25, LocationMaxSilent: 2, LocationMaxSilentFraction: 0.5, Silence: stale / 4}
 		rc.LoopConfig.Parallelism = 2
 	}, metrics)
-	waitFor(t, "every agent's first heartbeat", func() bool {
+	testwait.For(t, "every agent's first heartbeat", func() bool {
 		return w.count(`SELECT count(*) FROM machine_agent_heartbeat`) == len(ms)
 	})
 	reboots := func() int {
@@ -220,7 +221,7 @@ func TestBreaker(t *testing.T) {
 	addr := w.endpoint.addr
 	w.stopEndpoint()
 	stoppedAt := time.Now()
-	waitFor(t, "the fleet breaker to open", fleetOpen)
+	testwait.For(t, "the fleet breaker to open", fleetOpen)
 	for time.Since(stoppedAt) < 2*stale {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -271,8 +272,8 @@ func TestBreaker(t *testing.T) {
 	// rebooted.
 	w.startEndpoint(addr)
 	restartedAt := time.Now()
-	waitFor(t, "the fleet breaker to close", func() bool { return !fleetOpen() })
-	waitFor(t, "every machine to heart-beat again", func() bool {
+	testwait.For(t, "the fleet breaker to close", func() bool { return !fleetOpen() })
+	testwait.For(t, "every machine to heart-beat again", func() bool {
 		return w.count(`SELECT count(*) FROM machine_agent_heartbeat WHERE agent_heartbeat_at > now() - interval '1 second'`) == len(ms)
 	})
 	for time.Since(restartedAt) < 2*stale {
@@ -293,12 +294,12 @@ func TestBreaker(t *testing.T) {
 	}
 	deadElsewhere := ms[1] // rack-1
 	w.killAgent(deadElsewhere.pid)
-	waitFor(t, "rack-0's breaker to open", func() bool {
+	testwait.For(t, "rack-0's breaker to open", func() bool {
 		var open bool
 		_ = w.conn.Pool.QueryRow(ctx, `SELECT breaker_open FROM breaker_states WHERE breaker_scope = 'location:rack-0'`).Scan(&open)
 		return open
 	})
-	waitFor(t, "Recovery of the dead machine in rack-1", func() bool { return len(w.recoveryStarts(deadElsewhere.id)) > 0 })
+	testwait.For(t, "Recovery of the dead machine in rack-1", func() bool { return len(w.recoveryStarts(deadElsewhere.id)) > 0 })
 	// rack-0's machines have been silent longer than the threshold by now.
 	for _, m := range ms {
 		if m.loc == "rack-0" {
@@ -315,7 +316,7 @@ func TestBreaker(t *testing.T) {
 	}
 	// The breaker is explain's answer once the machine itself counts as
 	// silent, which may be a moment after the breaker opened.
-	waitFor(t, "explain to name rack-0's open breaker", func() bool {
+	testwait.For(t, "explain to name rack-0's open breaker", func() bool {
 		ex, err := bmdb.Explain(ctx, w.conn.Pool, ms[0].id) // rack-0
 		if err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/agent"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/devca"
@@ -93,14 +94,12 @@ func (w *world) startEndpoint(addr string) {
 		w.t.Fatal(err)
 	}
 	var ln net.Listener
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		// The address of a stopped endpoint is free again at once, unless
-		// the kernel still holds it briefly.
-		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// The address of a stopped endpoint is free again at once, unless the
+	// kernel still holds it briefly.
+	testwait.Until(10*time.Second, func() bool {
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -381,17 +380,6 @@ func (w *world) recoveryStarts(machine uuid.UUID) []time.Time {
 	return out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestAgentLifecycle is the loop closed: the shepherd starts the agent over
 // SSH, its heartbeats through the endpoint keep the machine out of Recovery
 // across several stale thresholds; once the agent is killed, Recovery
@@ -405,7 +393,7 @@ func TestAgentLifecycle(t *testing.T) {
 	w.runShepherd()
 	ctx := context.Background()
 
-	waitFor(t, "the agents' first heartbeats", func() bool {
+	testwait.For(t, "the agents' first heartbeats", func() bool {
 		return !w.lastHeartbeat(machine).IsZero() && !w.lastHeartbeat(other).IsZero()
 	})
 	firstKey := w.agentKey(machine)
@@ -416,17 +404,12 @@ func TestAgentLifecycle(t *testing.T) {
 	// Healthy across several stale thresholds: heartbeats keep coming and
 	// Recovery never touches the machines. Each window is a whole stale
 	// threshold (ten heartbeat intervals): a window without a heartbeat is
-	// what would make the machine stale, and a test that oversleeps only
-	// widens it.
+	// what would make the machine stale, so each heartbeat must follow the
+	// last within one.
 	healthyUntil := time.Now().Add(4 * staleHeartbeat)
-	before := w.lastHeartbeat(machine)
-	for time.Now().Before(healthyUntil) {
-		time.Sleep(staleHeartbeat)
-		now := w.lastHeartbeat(machine)
-		if !now.After(before) {
-			t.Fatalf("no heartbeat between %s and %s", before.Format(time.StampMilli), time.Now().Format(time.StampMilli))
-		}
-		before = now
+	for before := w.lastHeartbeat(machine); time.Now().Before(healthyUntil); before = w.lastHeartbeat(machine) {
+		testwait.Within(t, "a heartbeat within a stale threshold of the one at "+before.Format(time.StampMilli), staleHeartbeat,
+			func() bool { return w.lastHeartbeat(machine).After(before) })
 	}
 	if n := w.count(`SELECT count(*) FROM work_history WHERE process = 'ShepherdRecovery'`); n != 0 {
 		t.Fatalf("Recovery acted on healthy machines: %d history events", n)
@@ -441,7 +424,7 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Fatal("no agent running on the machine")
 	}
 	lastBeat := w.lastHeartbeat(machine)
-	waitFor(t, "Recovery to reboot the machine and AgentStart to start a new agent", func() bool {
+	testwait.For(t, "Recovery to reboot the machine and AgentStart to start a new agent", func() bool {
 		k := w.agentKey(machine)
 		return k != nil && !k.Equal(firstKey) && w.fleet.Reboots(pid) == 1
 	})
@@ -467,7 +450,7 @@ func TestAgentLifecycle(t *testing.T) {
 
 	// The new agent heart-beats with its new key.
 	restarted := w.lastHeartbeat(machine)
-	waitFor(t, "the new agent's heartbeats", func() bool { return w.lastHeartbeat(machine).After(restarted) })
+	testwait.For(t, "the new agent's heartbeats", func() bool { return w.lastHeartbeat(machine).After(restarted) })
 	w.mu.Lock()
 	current := w.agents[pid]
 	w.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/agent"
 	"github.com/bmctl/bmctl/pkg/agentproto"
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -96,7 +97,7 @@ func (e *endpoint) start(t *testing.T) {
 	// process on this machine may have been handed that port meanwhile (the
 	// kernel gives out freed ports to listeners asking for any): wait for it.
 	var ln net.Listener
-	waitFor(t, "the endpoint's address "+e.addr, func() bool {
+	testwait.For(t, "the endpoint's address "+e.addr, func() bool {
 		var err error
 		ln, err = net.Listen("tcp", e.addr)
 		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
@@ -146,19 +147,6 @@ func (e *endpoint) lastHeartbeat(t *testing.T, machine uuid.UUID) time.Time {
 		return time.Time{}
 	}
 	return *at
-}
-
-// waitFor polls cond until it holds; the bound only keeps a broken test
-// from hanging.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // takeover plays the shepherd: send init, read the reply, record the key.
@@ -264,7 +252,7 @@ func TestAgentHeartbeatsReportsHardwareAndSurvivesOutage(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, "the first heartbeat", func() bool { return !e.lastHeartbeat(t, machine).IsZero() })
+	testwait.For(t, "the first heartbeat", func() bool { return !e.lastHeartbeat(t, machine).IsZero() })
 	var report heartbeat.HardwareReport
 	var raw []byte
 	if err := e.conn.Pool.QueryRow(ctx, `SELECT hardware_report FROM machine_hardware_report WHERE machine_id = $1`, machine).Scan(&raw); err != nil {
@@ -277,22 +265,22 @@ func TestAgentHeartbeatsReportsHardwareAndSurvivesOutage(t *testing.T) {
 		t.Errorf("stored hardware report %+v is not the machine's", report)
 	}
 	first := e.lastHeartbeat(t, machine)
-	waitFor(t, "later heartbeats", func() bool { return e.lastHeartbeat(t, machine).After(first) })
+	testwait.For(t, "later heartbeats", func() bool { return e.lastHeartbeat(t, machine).After(first) })
 
 	// Outage: the endpoint goes away; the agent keeps trying and says why.
 	e.stop()
-	waitFor(t, "the agent to log failed heartbeats", func() bool {
+	testwait.For(t, "the agent to log failed heartbeats", func() bool {
 		return strings.Count(logs.String(), "heartbeat failed") >= 3
 	})
 	down := e.lastHeartbeat(t, machine)
 	e.start(t)
-	waitFor(t, "heartbeats after the endpoint is back", func() bool { return e.lastHeartbeat(t, machine).After(down) })
+	testwait.For(t, "heartbeats after the endpoint is back", func() bool { return e.lastHeartbeat(t, machine).After(down) })
 	if !strings.Contains(logs.String(), "connection refused") {
 		t.Errorf("the agent's log does not say why heartbeats failed:\n%s", logs.String())
 	}
 	// The endpoint stores the heartbeat before it answers, so the database can
 	// show it a moment before the agent has read the answer and logged it.
-	waitFor(t, "the agent to log that it recovered", func() bool {
+	testwait.For(t, "the agent to log that it recovered", func() bool {
 		return strings.Contains(logs.String(), "heartbeat accepted again")
 	})
 	var reports int
@@ -383,7 +371,7 @@ func TestDetachLeavesNoSessionOpen(t *testing.T) {
 	if err := bmdb.SetAgentStarted(context.Background(), e.conn.Pool, machine, ed25519.PublicKey(key)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the detached agent's heartbeat", func() bool { return !e.lastHeartbeat(t, machine).IsZero() })
+	testwait.For(t, "the detached agent's heartbeat", func() bool { return !e.lastHeartbeat(t, machine).IsZero() })
 	var n int
 	if err := e.conn.Pool.QueryRow(context.Background(), `SELECT count(*) FROM machine_hardware_report WHERE machine_id = $1`, machine).Scan(&n); err != nil || n != 1 {
 		t.Errorf("hardware report rows: %d (%v), want 1", n, err)
@@ -405,7 +393,7 @@ func TestDetachLeavesNoSessionOpen(t *testing.T) {
 	if _, err := agentproto.ReadReply(bytes.NewReader(out), init); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first agent to stop when replaced", func() bool { return !alive(pid) })
+	testwait.For(t, "the first agent to stop when replaced", func() bool { return !alive(pid) })
 	pidText, err = os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +406,7 @@ func TestDetachLeavesNoSessionOpen(t *testing.T) {
 	if err := syscall.Kill(newPID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the detached agent to stop on SIGTERM", func() bool { return !alive(newPID) })
+	testwait.For(t, "the detached agent to stop on SIGTERM", func() bool { return !alive(newPID) })
 	logText, _ = os.ReadFile(logFile)
 	if !strings.Contains(string(logText), "agent stopping") {
 		t.Errorf("agent log does not say it stopped:\n%s", logText)

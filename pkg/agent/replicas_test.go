@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/agent"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/heartbeat"
@@ -86,7 +87,7 @@ func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 		}
 		return k
 	}
-	waitFor(t, "every agent heart-beating, through both endpoints", func() bool {
+	testwait.For(t, "every agent heart-beating, through both endpoints", func() bool {
 		return heartbeatsSince(time.Time{}) == n && accepted(t, first.srv) > 0 && accepted(t, second.srv) > 0
 	})
 
@@ -97,7 +98,7 @@ func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 	first.stop()
 	before := accepted(t, second.srv)
 	var oldest time.Duration
-	waitFor(t, "every agent heart-beating through the endpoint left", func() bool {
+	testwait.For(t, "every agent heart-beating through the endpoint left", func() bool {
 		var age time.Duration
 		if err := first.conn.Pool.QueryRow(ctx, `SELECT max(now() - agent_heartbeat_at) FROM machine_agent_heartbeat
 			WHERE machine_id = ANY($1)`, machines).Scan(&age); err != nil {
@@ -112,10 +113,10 @@ func TestStoppingOneEndpointReplicaCostsNoMachineItsHealth(t *testing.T) {
 	}
 	// Agents may have moved while the first endpoint was shutting down, so
 	// some of their first heartbeats through the second may predate before.
-	waitFor(t, "the endpoint left serving the whole fleet", func() bool { return accepted(t, second.srv)-before >= n })
+	testwait.For(t, "the endpoint left serving the whole fleet", func() bool { return accepted(t, second.srv)-before >= n })
 
 	// Back on its address (a rolling upgrade), the first endpoint gets its
 	// agents back: the replicas share the load again.
 	first.start(t)
-	waitFor(t, "agents back on the restarted endpoint", func() bool { return accepted(t, first.srv) > 0 })
+	testwait.For(t, "agents back on the restarted endpoint", func() bool { return accepted(t, first.srv) > 0 })
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bmctl/bmctl/internal/faultproxy"
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
@@ -60,15 +61,6 @@ func (l *logRecorder) has(msg string) bool {
 	return slices.Contains(l.msgs, msg)
 }
 
-func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(limit); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-	}
-}
-
 // TestRenewalsRideOutABlip: an outage shorter than the margin (interval −
 // renewal period − fence margin) costs no session and no work, for sessions
 // started together.
@@ -96,7 +88,7 @@ func TestRenewalsRideOutABlip(t *testing.T) {
 		time.Sleep(800 * time.Millisecond) // the outage itself, not a wait for a result
 		p.Pass()
 		// Every session renews after the outage.
-		waitFor(t, "every session to renew after the outage", 10*time.Second, func() bool {
+		testwait.Within(t, "every session to renew after the outage", 10*time.Second, func() bool {
 			for _, w := range works {
 				if !w.Session().LapsesAt().After(downAt.Add(interval)) {
 					return false
@@ -156,7 +148,7 @@ func TestFencingStopsWorkBeforeTheDatabaseGivesItAway(t *testing.T) {
 	// before the fence.
 	other := session(t, direct, "other", interval)
 	var took *bmdb.Work
-	waitFor(t, "another session to take the machine", 30*time.Second, func() bool {
+	testwait.Within(t, "another session to take the machine", 30*time.Second, func() bool {
 		_, _ = direct.Sweep(ctx)
 		took, err = other.Work(ctx, bmdb.ProcessShepherdAgentStart, all(ids))
 		return err == nil
@@ -194,7 +186,7 @@ func TestReleaseIsRetriedUntilRecorded(t *testing.T) {
 	go func() {
 		done <- w.Finish(ctx, func(tx pgx.Tx) error { return bmdb.SetAgentStarted(ctx, tx, w.Machine, make([]byte, 32)) })
 	}()
-	waitFor(t, "a failed attempt to be retried", 10*time.Second, func() bool { return logs.has("BMDB write failed; retrying") })
+	testwait.Within(t, "a failed attempt to be retried", 10*time.Second, func() bool { return logs.has("BMDB write failed; retrying") })
 	select {
 	case err := <-done:
 		t.Fatalf("Finish returned %v while the database was unreachable", err)
@@ -308,7 +300,7 @@ func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
 		done <- result{w, err}
 	}()
 	// a's claim saw the machine free and now waits on b's row.
-	waitFor(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
+	testwait.Within(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
 		var n int
 		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
 		return n > 0
@@ -384,7 +376,7 @@ func TestSweepRecordsWorkOfAClaimStillInFlight(t *testing.T) {
 	if err := claim.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the sweep to delete the session", 20*time.Second, func() bool {
+	testwait.Within(t, "the sweep to delete the session", 20*time.Second, func() bool {
 		_, _ = conn.Sweep(ctx)
 		var n int
 		err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE session_id = $1`, s.ID()).Scan(&n)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/agentproto"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -25,7 +26,7 @@ func TestAgentStartSetsTag(t *testing.T) {
 	e := newEnv(t)
 	m, id, _ := e.machine()
 	stop := e.run(shepherd.Config{AgentStart: e.agentStart()})
-	waitFor(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
 	stop()
 
 	var key []byte
@@ -113,7 +114,7 @@ func TestAgentStartFailuresBackOffAndRetry(t *testing.T) {
 	for i, mb := range misbehaviours {
 		s := subjects[i]
 		id := s.id.MachineID
-		waitFor(t, mb.name+": a failure", func() bool {
+		testwait.For(t, mb.name+": a failure", func() bool {
 			_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
 			return ok
 		})
@@ -122,7 +123,7 @@ func TestAgentStartFailuresBackOffAndRetry(t *testing.T) {
 			t.Errorf("%s: history %s\nwant the first failure's cause to hold %q", mb.name, events(e.history(id)), mb.cause)
 		}
 		// The shepherd counts the failure after BMDB recorded it.
-		waitFor(t, mb.name+": the failure counted with class "+string(mb.class), func() bool {
+		testwait.For(t, mb.name+": the failure counted with class "+string(mb.class), func() bool {
 			return counterValue(metrics.Failures.WithLabelValues("ShepherdAgentStart", string(mb.class))) >= 1
 		})
 		// The backoff follows the loop's policy: 2s after the first failure.
@@ -157,7 +158,7 @@ func TestAgentStartFailuresBackOffAndRetry(t *testing.T) {
 	}
 	for i, mb := range misbehaviours {
 		id := subjects[i].id.MachineID
-		waitFor(t, mb.name+": the agent started after the backoff", func() bool { return e.agentStarted(id) })
+		testwait.For(t, mb.name+": the agent started after the backoff", func() bool { return e.agentStarted(id) })
 		evs := e.history(id)
 		failed, _ := hasEvent(evs, bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
 		var retry *event
@@ -186,7 +187,7 @@ func TestChangedHostKeyIsRefused(t *testing.T) {
 	// A changed host key is no transient fault: retry rarely.
 	cfg.BackoffOverrides = map[shepherd.FailureClass]bmdb.Backoff{shepherd.FailHostKey: {Initial: time.Hour, Maximum: 4 * time.Hour}}
 	e.run(shepherd.Config{AgentStart: cfg})
-	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "the first agent start", func() bool { return e.agentStarted(id) })
 	pinned := m.HostKey()
 
 	// The machine comes back with another host key and needs its agent.
@@ -197,7 +198,7 @@ func TestChangedHostKeyIsRefused(t *testing.T) {
 	if err := bmdb.ClearAgentTags(context.Background(), e.conn.Pool, id); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the refusal", func() bool {
+	testwait.For(t, "the refusal", func() bool {
 		_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventFailed)
 		return ok
 	})
@@ -242,14 +243,14 @@ func TestAgentStartUploadsOnlyWhatTheMachineLacks(t *testing.T) {
 		if err := bmdb.ClearAgentTags(context.Background(), e.conn.Pool, id); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, what, func() bool { return e.agentStarted(id) })
+		testwait.For(t, what, func() bool { return e.agentStarted(id) })
 		return m.BytesReceived() - before
 	}
 	holds := func(bin []byte) bool {
 		u, ok := m.Uploaded(shepherd.DefaultRemotePath)
 		return ok && u.SHA256 == sha256.Sum256(bin) && u.Mode&0o111 != 0
 	}
-	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "the first agent start", func() bool { return e.agentStarted(id) })
 	first := m.BytesReceived()
 	if first <= 0 || first >= int64(len(bin))*3/4 || !holds(bin) {
 		t.Fatalf("first start moved %d bytes for a %d-byte agent (machine holds it: %v); want it compressed on the wire",
@@ -311,7 +312,7 @@ func TestAgentStartPassesEndpointReplicas(t *testing.T) {
 	cfg := e.agentStart()
 	cfg.MoreEndpoints = []string{"https://127.0.0.2:8443", "https://127.0.0.3:8443"}
 	e.run(shepherd.Config{AgentStart: cfg})
-	waitFor(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "the agent-started tag", func() bool { return e.agentStarted(id) })
 	init := <-inits
 	want := []string{cfg.Endpoint, "https://127.0.0.2:8443", "https://127.0.0.3:8443"}
 	if init.Endpoint != cfg.Endpoint || !slices.Equal(init.Endpoints, want) || !slices.Equal(init.URLs(), want) {

@@ -24,6 +24,7 @@ import (
 	"github.com/bmctl/bmctl/internal/ipmisim"
 	"github.com/bmctl/bmctl/internal/redfishsim"
 	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/devca"
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -124,7 +125,7 @@ func (w *bmcWorld) provide(p shepherd.Provider, pids ...string) []uuid.UUID {
 func waitRecoveriesEnded(e *env, ids []uuid.UUID) {
 	e.t.Helper()
 	for _, id := range ids {
-		waitFor(e.t, "every machine's Recovery to end", func() bool {
+		testwait.For(e.t, "every machine's Recovery to end", func() bool {
 			evs := e.history(id)
 			_, fin := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
 			_, failed := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFailed)

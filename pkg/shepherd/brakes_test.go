@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/fleet"
 	"github.com/bmctl/bmctl/pkg/shepherd"
@@ -65,7 +66,7 @@ func TestHoldsStopEveryProcess(t *testing.T) {
 
 	// The control machine goes round twice; meanwhile the held ones are
 	// eligible but for their holds, the whole time.
-	waitFor(t, "the control machine recovered twice", func() bool { return e.started(control, bmdb.ProcessShepherdRecovery) >= 2 })
+	testwait.For(t, "the control machine recovered twice", func() bool { return e.started(control, bmdb.ProcessShepherdRecovery) >= 2 })
 	if n := len(e.history(held)); n != 0 || len(heldM.Execs()) != 0 {
 		t.Fatalf("held machine: history %s, commands %q; want it untouched", events(e.history(held)), heldM.Execs())
 	}
@@ -81,7 +82,7 @@ func TestHoldsStopEveryProcess(t *testing.T) {
 	// end, and the end is history.
 	// (The rule stops honouring the hold at its end; the brakes' sweep
 	// records the end within a second or so, maybe after the claim.)
-	waitFor(t, "the machine whose hold expired to be claimed, and the expiry recorded", func() bool {
+	testwait.For(t, "the machine whose hold expired to be claimed, and the expiry recorded", func() bool {
 		_, expired := hasEvent(e.history(expiring), bmdb.ProcessShepherdRecovery, bmdb.EventHoldExpired)
 		return expired && e.agentStarted(expiring)
 	})
@@ -105,8 +106,8 @@ func TestHoldsStopEveryProcess(t *testing.T) {
 	if _, err := e.conn.Pool.Exec(ctx, `DELETE FROM machine_holds WHERE machine_id = ANY($1)`, []uuid.UUID{held, recHeld}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the released machine's agent start", func() bool { return e.agentStarted(held) || e.started(held, bmdb.ProcessShepherdRecovery) > 0 })
-	waitFor(t, "Recovery of the machine released from its Recovery hold", func() bool { return e.started(recHeld, bmdb.ProcessShepherdRecovery) > 0 })
+	testwait.For(t, "the released machine's agent start", func() bool { return e.agentStarted(held) || e.started(held, bmdb.ProcessShepherdRecovery) > 0 })
+	testwait.For(t, "Recovery of the machine released from its Recovery hold", func() bool { return e.started(recHeld, bmdb.ProcessShepherdRecovery) > 0 })
 }
 
 // TestBudgetStopsTheFourthRecovery: a machine whose agent never heart-beats
@@ -123,7 +124,7 @@ func TestBudgetStopsTheFourthRecovery(t *testing.T) {
 	metrics := shepherd.NewMetrics(nil)
 	e.run(shepherd.Config{Providers: []shepherd.Provider{e.fleet}, AgentStart: e.agentStart(), Recovery: rec, Metrics: metrics})
 
-	waitFor(t, "the needs-attention mark", func() bool {
+	testwait.For(t, "the needs-attention mark", func() bool {
 		return e.count(`SELECT count(*) FROM machine_attention WHERE machine_id = $1 AND process = 'ShepherdRecovery'`, id) == 1
 	})
 	if n := e.started(id, bmdb.ProcessShepherdRecovery); n != 3 {
@@ -142,7 +143,7 @@ func TestBudgetStopsTheFourthRecovery(t *testing.T) {
 	if err := e.conn.Pool.QueryRow(ctx, `SELECT breaker_evaluated_at FROM breaker_states WHERE breaker_scope = 'fleet'`).Scan(&first); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "three more evaluations of the brakes", func() bool {
+	testwait.For(t, "three more evaluations of the brakes", func() bool {
 		var at time.Time
 		_ = e.conn.Pool.QueryRow(ctx, `SELECT breaker_evaluated_at FROM breaker_states WHERE breaker_scope = 'fleet'`).Scan(&at)
 		return at.Sub(first) >= 3*time.Second

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 )
@@ -72,7 +73,7 @@ func TestLoopsAndShepherdsExcludeEachOther(t *testing.T) {
 		e.run(shepherd.Config{Conn: conn, Providers: []shepherd.Provider{e.fleet}, AgentStart: e.agentStart(), Recovery: e.recovery()})
 	}
 	for _, id := range ids {
-		waitFor(t, "two recoveries of every machine", func() bool {
+		testwait.For(t, "two recoveries of every machine", func() bool {
 			return e.count(`SELECT count(*) FROM work_history WHERE machine_id = $1 AND process = 'ShepherdRecovery' AND event = 'Finished'`, id) >= 2
 		})
 	}
@@ -154,10 +155,10 @@ func TestHeldMachineCannotBeClaimedByTheOtherLoop(t *testing.T) {
 	rec := e.recovery()
 	rec.RebootTimeout = time.Minute
 	stop = e.run(shepherd.Config{Providers: []shepherd.Provider{e.fleet}, Recovery: rec})
-	waitFor(t, "Recovery to hold the machine", func() bool {
+	testwait.For(t, "Recovery to hold the machine", func() bool {
 		return e.count(`SELECT count(*) FROM work WHERE machine_id = $1 AND process = 'ShepherdRecovery'`, id) == 1
 	})
-	waitFor(t, "Recovery's work detail", func() bool {
+	testwait.For(t, "Recovery's work detail", func() bool {
 		return e.count(`SELECT count(*) FROM work WHERE machine_id = $1 AND work_detail LIKE 'rebooting via sim%'`, id) == 1
 	})
 	if err := bmdb.ClearAgentTags(ctx, e.conn.Pool, id); err != nil {
@@ -251,7 +252,7 @@ func TestKilledShepherdsWorkIsTakenOver(t *testing.T) {
 
 	m.SetOnExec(nil)
 	e.run(shepherd.Config{AgentStart: e.agentStart()})
-	waitFor(t, "another shepherd to take the machine over", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "another shepherd to take the machine over", func() bool { return e.agentStarted(id) })
 
 	evs := e.history(id)
 	lost, ok := hasEvent(evs, bmdb.ProcessShepherdAgentStart, bmdb.EventLost, "session expired")
@@ -280,16 +281,16 @@ func TestWorkerStartsNewSessionWhenItsSessionExpires(t *testing.T) {
 	e := newEnv(t)
 	metrics := shepherd.NewMetrics(nil)
 	e.run(shepherd.Config{AgentStart: e.agentStart(), Metrics: metrics, SessionInterval: time.Second})
-	waitFor(t, "the workers' sessions", func() bool {
+	testwait.For(t, "the workers' sessions", func() bool {
 		return e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`) == 2
 	})
 	old := e.count(`SELECT count(*) FROM sessions WHERE session_component LIKE 'shepherd-agentstart%'`)
 	if _, err := e.conn.Pool.Exec(context.Background(), `UPDATE sessions SET session_deadline = now() - interval '1 minute'`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "new sessions", func() bool {
+	testwait.For(t, "new sessions", func() bool {
 		return counterValue(metrics.SessionStarts.WithLabelValues("ShepherdAgentStart")) >= float64(2*old)
 	})
 	_, id, _ := e.machine()
-	waitFor(t, "an agent started under a new session", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "an agent started under a new session", func() bool { return e.agentStarted(id) })
 }

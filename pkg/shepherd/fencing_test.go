@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bmctl/bmctl/internal/faultproxy"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 )
@@ -154,7 +155,7 @@ func TestCancelRequestEndsTheWork(t *testing.T) {
 	if _, err := e.conn.Pool.Exec(ctx, `UPDATE work SET work_cancel_requested_at = now(), work_cancel_reason = 'disk swap', work_cancel_actor = 'alice@jump1' WHERE machine_id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the worker to cancel the work", func() bool {
+	testwait.For(t, "the worker to cancel the work", func() bool {
 		_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdAgentStart, bmdb.EventCanceled, "canceled by alice@jump1: disk swap")
 		return ok
 	})

@@ -206,19 +206,6 @@ func (e *env) run(cfg shepherd.Config) (stop func()) {
 	return stop
 }
 
-// waitFor polls cond until it holds; the bound only keeps a broken test
-// from hanging.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 type event struct {
 	Process bmdb.Process
 	Event   bmdb.Event

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 )
@@ -64,7 +65,7 @@ func TestProvisioningLoopFeedsAgentStart(t *testing.T) {
 		AgentStart:   e.agentStart(),
 		Provisioning: &shepherd.ProvisioningConfig{Interval: 100 * time.Millisecond, MaxMachines: 2},
 	})
-	waitFor(t, "two created machines with started agents", func() bool {
+	testwait.For(t, "two created machines with started agents", func() bool {
 		return e.count(`SELECT count(*) FROM machine_agent_started`) == 2
 	})
 	if n, _ := e.fleet.FreeCapacity(context.Background()); n != 0 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 )
@@ -77,12 +78,12 @@ func TestRecoveryRebootsStaleMachineThroughStaticProvider(t *testing.T) {
 	// already recovered.
 	recovery.Thresholds.NoHeartbeatAfterStart = time.Hour
 	stop := e.run(shepherd.Config{Providers: []shepherd.Provider{p}, AgentStart: e.agentStart(), Recovery: recovery})
-	waitFor(t, "the first agent start", func() bool { return e.agentStarted(id) })
+	testwait.For(t, "the first agent start", func() bool { return e.agentStarted(id) })
 	first := m.AgentKey()
 	if ok, err := bmdb.RecordHeartbeat(context.Background(), e.conn.Pool, id, first.Public().(ed25519.PublicKey)); !ok || err != nil {
 		t.Fatalf("heartbeat: %v %v", ok, err)
 	}
-	waitFor(t, "recovery and a new agent start", func() bool {
+	testwait.For(t, "recovery and a new agent start", func() bool {
 		evs := e.history(id)
 		rec, ok := hasEvent(evs, bmdb.ProcessShepherdRecovery, bmdb.EventFinished)
 		if !ok {
@@ -145,7 +146,7 @@ func TestFailingRebootBacksOffWithRecoveryPolicy(t *testing.T) {
 	recovery.Backoff = bmdb.Backoff{Initial: 7 * time.Second, Maximum: time.Minute, Exponent: 1.2}
 	e.run(shepherd.Config{Providers: []shepherd.Provider{p}, AgentStart: e.agentStart(), Recovery: recovery})
 
-	waitFor(t, "the failed reboot", func() bool {
+	testwait.For(t, "the failed reboot", func() bool {
 		_, ok := hasEvent(e.history(id), bmdb.ProcessShepherdRecovery, bmdb.EventFailed)
 		return ok
 	})

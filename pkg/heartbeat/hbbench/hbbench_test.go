@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/heartbeat/hbbench"
 )
 
@@ -86,19 +87,14 @@ func TestCeilings(t *testing.T) {
 	}
 	// The server counts every row written once the ceiling's connections
 	// have closed and reported.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var written int
+	var written int
+	if !testwait.Until(testwait.Limit, func() bool {
 		if err := c.QueryRow(ctx, `SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = 'machine_agent_heartbeat'`).Scan(&written); err != nil {
 			t.Fatal(err)
 		}
-		if written == 100 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the database counts %d heartbeat rows written, want the ceiling's 100", written)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return written == 100
+	}) {
+		t.Fatalf("the database counts %d heartbeat rows written, want the ceiling's 100", written)
 	}
 	if n := beats(); n < 5 || n > 20 {
 		t.Errorf("%d machines with heartbeats after the database ceiling, want some of its 20", n)

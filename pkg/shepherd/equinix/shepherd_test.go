@@ -18,6 +18,7 @@ import (
 	"github.com/bmctl/bmctl/internal/metalemu"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/internal/sshsim"
+	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/shepherd"
 	"github.com/bmctl/bmctl/pkg/shepherd/equinix"
@@ -100,17 +101,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // kit is what a shepherd needs besides BMDB and a provider: its SSH key
@@ -204,7 +194,7 @@ func TestShepherdBringsEmulatedProjectToAgentStarted(t *testing.T) {
 		Provisioning: &shepherd.ProvisioningConfig{Interval: 50 * time.Millisecond, MaxMachines: limit},
 		AgentStart:   k.agentStart(),
 	})
-	waitFor(t, "3 machines with the agent started and status active", func() bool {
+	testwait.For(t, "3 machines with the agent started and status active", func() bool {
 		return countRows(t, conn, `SELECT count(*) FROM machine_agent_started a JOIN machine_provided p USING (machine_id)
 			WHERE p.provider = 'equinix' AND p.provider_status = 'active'`) == limit
 	})
@@ -272,7 +262,7 @@ func TestShepherdRecoversThroughMetalReboot(t *testing.T) {
 		},
 	})
 	var dev metalemu.DeviceView
-	waitFor(t, "a reboot through Metal and the agent started again", func() bool {
+	testwait.For(t, "a reboot through Metal and the agent started again", func() bool {
 		devs := w.emu.Devices(w.project)
 		if len(devs) != 1 {
 			return false
@@ -427,7 +417,7 @@ func TestRecoveryRefusesQueuedDevice(t *testing.T) {
 		},
 	})
 	var dev metalemu.DeviceView
-	waitFor(t, "the agent started", func() bool {
+	testwait.For(t, "the agent started", func() bool {
 		devs := w.emu.Devices(w.project)
 		if len(devs) != 1 {
 			return false
@@ -438,7 +428,7 @@ func TestRecoveryRefusesQueuedDevice(t *testing.T) {
 	})
 	w.emu.SetStates(dev.ID, "queued") // as if someone reinstalled it
 	var cause string
-	waitFor(t, "Recovery to fail", func() bool {
+	testwait.For(t, "Recovery to fail", func() bool {
 		err := conn.Pool.QueryRow(context.Background(),
 			`SELECT cause FROM work_history WHERE process = 'ShepherdRecovery' AND event = 'Failed' ORDER BY work_history_id LIMIT 1`).Scan(&cause)
 		return err == nil
