@@ -151,15 +151,11 @@ history as a PowerAction event with the operator (--as, else user@host) and
 				_ = p.Close(cctx)
 				cancel()
 			}()
-			conn, err := a.connect(ctx)
+			conn, id, err := a.connectMachine(ctx, a.connect, args[1])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			id, err := resolveMachine(ctx, conn.Pool, args[1], false)
-			if err != nil {
-				return err
-			}
 			report, err := bmcops.Power(ctx, conn.Pool, p, bmcops.PowerRequest{Machine: id, Action: action, Reason: reason, Actor: actor, Force: force})
 			if err != nil {
 				return err

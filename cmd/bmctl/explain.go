@@ -34,15 +34,11 @@ The machine is a UUID, a unique UUID prefix or a provider id.`,
 				return err
 			}
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, id, err := a.connectMachine(ctx, a.connect, args[0])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			id, err := resolveMachine(ctx, conn.Pool, args[0], false)
-			if err != nil {
-				return err
-			}
 			ex, err := bmdb.Explain(ctx, conn.Pool, id)
 			if err != nil {
 				return err

@@ -330,15 +330,11 @@ The machine is a UUID, a unique UUID prefix or a provider id.`,
 				return usageError{fmt.Errorf("--history must be at least 1, got %d", history)}
 			}
 			ctx := cmd.Context()
-			conn, err := a.connectAs(ctx, bmdb.RoleViewer)
+			conn, id, err := a.connectMachine(ctx, func(ctx context.Context) (*bmdb.Conn, error) { return a.connectAs(ctx, bmdb.RoleViewer) }, args[0])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			id, err := resolveMachine(ctx, conn.Pool, args[0], false)
-			if err != nil {
-				return err
-			}
 			d, err := fleet.GetMachineDetail(ctx, conn.Pool, id, fleet.DetailOptions{HistoryLimit: history, Thresholds: thresholds.th})
 			if err != nil {
 				return err

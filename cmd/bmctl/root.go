@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -195,6 +196,22 @@ func (a *app) connectAs(ctx context.Context, role bmdb.Role) (*bmdb.Conn, error)
 		return nil, err
 	}
 	return conn, nil
+}
+
+// connectMachine is the first steps of every command about one machine:
+// open BMDB with open (a.connect, or a role's check around it) and resolve
+// ref. The connection is closed if ref does not resolve.
+func (a *app) connectMachine(ctx context.Context, open func(context.Context) (*bmdb.Conn, error), ref string) (*bmdb.Conn, uuid.UUID, error) {
+	conn, err := open(ctx)
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	id, err := resolveMachine(ctx, conn.Pool, ref, false)
+	if err != nil {
+		conn.Close()
+		return nil, uuid.Nil, err
+	}
+	return conn, id, nil
 }
 
 // connect opens BMDB, refusing a schema that is not the one this binary knows.

@@ -407,15 +407,11 @@ func newForgetHostKeyCmd(a *app) *cobra.Command {
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			conn, err := a.connect(ctx)
+			conn, id, err := a.connectMachine(ctx, a.connect, args[0])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			id, err := resolveMachine(ctx, conn.Pool, args[0], false)
-			if err != nil {
-				return err
-			}
 			forgot, err := shepherd.ForgetHostKey(ctx, conn.Pool, id)
 			if err != nil {
 				return err
