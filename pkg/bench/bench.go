@@ -227,18 +227,27 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	pgRuns, claimRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
 	for round := 1; round <= cfg.Rounds; round++ {
 		for _, c := range cfg.Sessions {
+			if err := settle(ctx, conn); err != nil {
+				return err
+			}
 			tps, err := pg.run(ctx, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
 			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, tps)
 			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps})
+			if err := settle(ctx, conn); err != nil {
+				return err
+			}
 			t, err := claimFinish(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
 			logf("round %d: claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", round, c, t.CyclesPerSec, t.Empty)
 			claimRuns[c] = append(claimRuns[c], t)
+			if err := settle(ctx, conn); err != nil {
+				return err
+			}
 			t, err = seedWay(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
@@ -350,6 +359,18 @@ func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
 		return err
 	}
 	_, err := conn.Pool.Exec(ctx, `VACUUM (ANALYZE) machines, machine_provided, machine_agent_started, machine_agent_heartbeat, work, work_backoff, work_history, sessions`)
+	return err
+}
+
+// settle pays the previous throughput run's debt before the next starts:
+// without it, autovacuum cleans up after pgbench's updates while the claims
+// run, and after the claims while pgbench runs, and each is charged for the
+// other's garbage.
+func settle(ctx context.Context, conn *bmdb.Conn) error {
+	if _, err := conn.Pool.Exec(ctx, `VACUUM`); err != nil {
+		return fmt.Errorf("vacuum between runs: %w", err)
+	}
+	_, err := conn.Pool.Exec(ctx, `CHECKPOINT`)
 	return err
 }
 
