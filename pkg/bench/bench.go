@@ -370,8 +370,10 @@ func settle(ctx context.Context, conn *bmdb.Conn) error {
 	if _, err := conn.Pool.Exec(ctx, `VACUUM`); err != nil {
 		return fmt.Errorf("vacuum between runs: %w", err)
 	}
-	_, err := conn.Pool.Exec(ctx, `CHECKPOINT`)
-	return err
+	if _, err := conn.Pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		return fmt.Errorf("checkpoint between runs (needs a superuser or pg_checkpoint): %w", err)
+	}
+	return nil
 }
 
 // median is the run with the median rate (the upper one of an even count).

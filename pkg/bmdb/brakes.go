@@ -229,7 +229,7 @@ func MarkOverBudget(ctx context.Context, db DBTX, pol Policy, by Recorder) ([]uu
 	reason := fmt.Sprintf("remediation budget exhausted: %d Recovery attempts within %s and still not heart-beating",
 		pol.Budget.Attempts, pol.Budget.Window)
 	rows, err := db.Query(ctx, `
-		WITH over AS (`+recoverySQL(literalParams(pol), "within_budget", 100)+`
+		WITH over AS (`+recoverySQL(literalParams(pol), "within_budget", "", 100)+`
 		), marked AS (
 			INSERT INTO machine_attention (machine_id, process, attention_reason)
 			SELECT DISTINCT machine_id, 'ShepherdRecovery'::process, $1 FROM over

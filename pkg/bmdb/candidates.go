@@ -94,7 +94,7 @@ var DefaultRecoveryThresholds = RecoveryThresholds{NoHeartbeatAfterStart: 30 * t
 // RecoveryCandidates returns up to limit machines that RecoveryRule makes
 // candidates under pol, those an operator requested first.
 func RecoveryCandidates(ctx context.Context, tx pgx.Tx, pol Policy, limit int) ([]uuid.UUID, error) {
-	rows, err := tx.Query(ctx, recoverySQL(literalParams(pol), "", limit))
+	rows, err := tx.Query(ctx, recoverySQL(literalParams(pol), "", "", limit))
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +107,12 @@ func RecoveryCandidates(ctx context.Context, tx pgx.Tx, pol Policy, limit int) (
 // that never heart-beat (a partial index, migration 0004) and the coarse
 // heartbeats older than the threshold (never later than the exact ones).
 // The thresholds and limit are written into the SQL, as in agentStartSQL, so
-// the statement is planned once per connection.
-func recoverySQL(q ruleParams, invert string, limit int) string {
+// the statement is planned once per connection. extra, if set, is one more
+// condition.
+func recoverySQL(q ruleParams, invert, extra string, limit int) string {
+	if extra != "" {
+		extra = "\n\t\t  AND " + extra
+	}
 	r := &RecoveryRule
 	return `
 		SELECT m.machine_id
@@ -122,7 +126,7 @@ func recoverySQL(q ruleParams, invert string, limit int) string {
 			WHERE h.agent_heartbeat_coarse_at < ` + ago(q.stale) + `
 		) c
 		JOIN machines m ON m.machine_id = c.machine_id` + joins(q, r.aliases()) + `
-		WHERE ` + r.where(q, invert) + `
+		WHERE ` + r.where(q, invert) + extra + `
 		LIMIT ` + strconv.Itoa(limit) + `
 		FOR NO KEY UPDATE OF m SKIP LOCKED`
 }

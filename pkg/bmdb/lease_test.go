@@ -14,6 +14,7 @@ import (
 
 	"github.com/bmctl/bmctl/internal/faultproxy"
 	"github.com/bmctl/bmctl/internal/pgtest"
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
@@ -385,5 +386,90 @@ func TestSweepRecordsWorkOfAClaimStillInFlight(t *testing.T) {
 	h := history(t, conn, ids[0])
 	if len(h) != 2 || h[0].Event != bmdb.EventStarted || h[1].Event != bmdb.EventLost {
 		t.Fatalf("history = %+v, want Started, Lost", h)
+	}
+}
+
+// TestClaimRecoverySeesRecoveryThatEndedUnderIt: Recovery claims in one
+// statement too. Another shepherd's recovery of the machine (work claimed,
+// the reboot done, the agent tags cleared, the work finished) that commits
+// after the claim's statement read the candidates must abort the claim: the
+// machine no longer needs recovery, and a second reboot is what the check is
+// for. Only machines of the claimer's providers are claimed.
+func TestClaimRecoverySeesRecoveryThatEndedUnderIt(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t)
+	ids := addMachines(t, conn, 1)
+	for _, q := range []string{
+		`INSERT INTO machine_agent_started (machine_id, agent_started_at, agent_public_key) VALUES ($1, now() - interval '1 hour', '\x00')`,
+		`INSERT INTO machine_agent_heartbeat (machine_id, agent_heartbeat_at) VALUES ($1, now() - interval '20 minutes')`,
+	} {
+		if _, err := conn.Pool.Exec(ctx, q, ids[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := brakestest.Ready(t, conn.Pool, bmdb.DefaultPolicy())
+	a := session(t, conn, "a", 0)
+	b := session(t, conn, "b", 0)
+	if w, err := a.ClaimRecovery(ctx, pol, []string{"other"}); !errors.Is(err, bmdb.ErrNothingToDo) {
+		t.Fatalf("claim for provider type other: %v, %v; want ErrNothingToDo (the machine is of type test)", w, err)
+	}
+
+	// b's recovery, not yet committed.
+	raw, err := pgx.Connect(ctx, conn.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	tx, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, 'ShepherdRecovery')`, ids[0], b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		w   *bmdb.Work
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := a.ClaimRecovery(ctx, pol, []string{"test"})
+		done <- result{w, err}
+	}()
+	// a's claim read the machine as dead and now waits on b's row.
+	testwait.Within(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
+		var n int
+		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
+		return n > 0
+	})
+	// b reboots the machine and finishes: its work goes, its agent tags go,
+	// its history comes.
+	for _, q := range []string{
+		`DELETE FROM work WHERE machine_id = $1 AND session_id = $2`,
+		`DELETE FROM machine_agent_heartbeat WHERE machine_id = $1`,
+		`DELETE FROM machine_agent_started WHERE machine_id = $1`,
+		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdRecovery', 'Started', $2), ($1, 'ShepherdRecovery', 'Finished', $2)`,
+	} {
+		args := []any{ids[0], b.ID()}
+		if !strings.Contains(q, "$2") {
+			args = args[:1]
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err == nil {
+		t.Fatalf("a claimed machine %s for Recovery, which b had just recovered under a's claim", r.w.Machine)
+	}
+	if !errors.Is(r.err, bmdb.ErrNothingToDo) {
+		t.Fatalf("a's claim: %v, want ErrNothingToDo", r.err)
+	}
+	var held int
+	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work`).Scan(&held); err != nil || held != 0 {
+		t.Fatalf("work rows: %d (%v), want none", held, err)
 	}
 }

@@ -146,6 +146,44 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 	return nil, ErrNothingToDo
 }
 
+// ClaimRecovery claims a Recovery candidate under pol (see
+// RecoveryCandidates) among the machines of the given provider types, in a
+// single statement as ClaimAgentStart does: the candidates are read on the
+// snapshot the claim's check starts from, so work that another shepherd
+// started and ended on the machine after they were read (a reboot already
+// done) aborts the claim instead of rebooting the machine again. Returns
+// ErrNothingToDo when no machine of those providers needs recovery.
+func (s *Session) ClaimRecovery(ctx context.Context, pol Policy, providers []string) (*Work, error) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if err := s.releaseOrphans(ctx); err != nil {
+		return nil, err
+	}
+	search := `search AS (` + recoverySQL(literalParams(pol), "", "p.provider = ANY ($1::text[])", 1) + `),`
+	for range 10 {
+		var (
+			found   bool
+			claimed uuid.UUID
+		)
+		err := retrying(func() (err error) {
+			found, claimed, err = s.claim(ctx, s.conn.Pool, search, `SELECT machine_id FROM search`, providers, ProcessShepherdRecovery)
+			return err
+		})
+		switch {
+		case err != nil:
+			s.claimUnsure = transient(err)
+			return nil, err
+		case claimed != uuid.Nil:
+			return s.newWork(claimed, ProcessShepherdRecovery), nil
+		case !found:
+			return nil, ErrNothingToDo
+		}
+		// A claimer that committed after this statement's snapshot took
+		// the machine found: look again, on a fresh snapshot.
+	}
+	return nil, ErrNothingToDo
+}
+
 // The candidate of ClaimAgentStart, written once: like AgentStartCandidates,
 // the first from an id ($1) up. One search, not a search above and one below
 // the id in the same statement: the plan is half as big, and a claim spends

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bmctl/bmctl/pkg/bmdb"
@@ -63,25 +62,8 @@ func newRecovery(cfg RecoveryConfig, providers map[string]Provider) *recovery {
 
 func (r *recovery) Process() bmdb.Process { return bmdb.ProcessShepherdRecovery }
 
-// recoveryBatch is how many candidates one claim looks at: machines of
-// providers this shepherd does not run are left to a shepherd that does.
-const recoveryBatch = 16
-
 func (r *recovery) Claim(ctx context.Context, sess *bmdb.Session) (*bmdb.Work, error) {
-	return sess.Work(ctx, r.Process(), func(tx pgx.Tx) ([]uuid.UUID, error) { return r.candidates(ctx, tx) })
-}
-
-// candidates are Recovery's candidates of the providers this shepherd runs.
-func (r *recovery) candidates(ctx context.Context, tx pgx.Tx) ([]uuid.UUID, error) {
-	ids, err := bmdb.RecoveryCandidates(ctx, tx, r.cfg.Policy(), recoveryBatch)
-	if err != nil || len(ids) == 0 {
-		return ids, err
-	}
-	rows, err := tx.Query(ctx, `SELECT machine_id FROM machine_provided WHERE machine_id = ANY($1) AND provider = ANY($2)`, ids, r.types)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return sess.ClaimRecovery(ctx, r.cfg.Policy(), r.types)
 }
 
 func (r *recovery) Do(ctx context.Context, t *Task) (func(context.Context, pgx.Tx) error, error) {
