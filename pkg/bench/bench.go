@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bmctl/bmctl/internal/cpuuse"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/localpg"
 	"github.com/bmctl/bmctl/pkg/seed"
@@ -102,11 +103,17 @@ type Results struct {
 	Rounds             int
 	Sessions           []int
 	Pgbench            map[int]float64
+	// PgbenchCPU is the machine's CPU time per pgbench transaction.
+	PgbenchCPU map[int]time.Duration
 	// Ratio is 2 × claim+finish cycles/s ÷ pgbench tps, per round, median.
 	Ratio map[int]float64
 	// ClaimPool is the connections claim+finish and the seed's way share.
-	ClaimPool  int
-	Claim      map[int]Throughput
+	ClaimPool int
+	Claim     map[int]Throughput
+	// ClaimOneP is claim+finish with the bench's Go runtime on one
+	// processor (GOMAXPROCS=1): how much of the machine the client's
+	// scheduler takes from PostgreSQL on the same cores.
+	ClaimOneP  map[int]Throughput
 	Seed       map[int]Throughput
 	Candidates []Latency
 	// Explain is bmctl explain's latency per fleet size.
@@ -125,6 +132,9 @@ type Throughput struct {
 	Cycles       int
 	Empty        int // claims that found nothing (a lost race)
 	Retries      int // transactions retried on 40001
+	// MachineCPU is the CPU time every process on the machine spent per
+	// cycle (per transaction for pgbench), ClientCPU bmctl's own share.
+	MachineCPU, ClientCPU time.Duration
 }
 
 // Latency of one candidate query at one fleet size.
@@ -193,7 +203,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer conn.Close()
 
 	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Rounds: cfg.Rounds, Sessions: cfg.Sessions,
-		Pgbench: map[int]float64{}, Ratio: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
+		Pgbench: map[int]float64{}, Ratio: map[int]float64{}, Claim: map[int]Throughput{}, ClaimOneP: map[int]Throughput{},
+		Seed: map[int]Throughput{}, PgbenchCPU: map[int]time.Duration{},
 		LoadStart: loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
 	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
 		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
@@ -224,18 +235,27 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	// Rounds interleave the three at every concurrency; each cell is the
 	// median of its rounds, so one slow moment (a cold cache, autovacuum,
 	// another process) does not decide a comparison.
-	pgRuns, claimRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
+	pgRuns, claimRuns, onePRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
 	for round := 1; round <= cfg.Rounds; round++ {
 		for _, c := range cfg.Sessions {
 			if err := settle(ctx, conn); err != nil {
+				return err
+			}
+			cpu, err := cpuuse.Now()
+			if err != nil {
 				return err
 			}
 			tps, err := pg.run(ctx, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
+			machine, _, err := cpu.Since()
+			if err != nil {
+				return err
+			}
 			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, tps)
-			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps})
+			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps,
+				MachineCPU: time.Duration(float64(machine) / (tps * cfg.Duration.Seconds()))})
 			if err := settle(ctx, conn); err != nil {
 				return err
 			}
@@ -245,6 +265,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			}
 			logf("round %d: claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", round, c, t.CyclesPerSec, t.Empty)
 			claimRuns[c] = append(claimRuns[c], t)
+			if err := settle(ctx, conn); err != nil {
+				return err
+			}
+			procs := runtime.GOMAXPROCS(1)
+			t, err = claimFinish(ctx, shepherdConn, c, cfg.Duration)
+			runtime.GOMAXPROCS(procs)
+			if err != nil {
+				return err
+			}
+			logf("round %d: claim+finish, %d sessions, GOMAXPROCS=1: %.0f cycles/s", round, c, t.CyclesPerSec)
+			onePRuns[c] = append(onePRuns[c], t)
 			if err := settle(ctx, conn); err != nil {
 				return err
 			}
@@ -265,7 +296,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		res.Ratio[c] = median(ratios).CyclesPerSec
 		res.Pgbench[c] = median(pgRuns[c]).CyclesPerSec
+		res.PgbenchCPU[c] = median(pgRuns[c]).MachineCPU
 		res.Claim[c] = median(claimRuns[c])
+		res.ClaimOneP[c] = median(onePRuns[c])
 		res.Seed[c] = median(seedRuns[c])
 	}
 

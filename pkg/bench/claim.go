@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bmctl/bmctl/internal/cpuuse"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )
 
@@ -54,6 +56,10 @@ func runSessions(ctx context.Context, conn *bmdb.Conn, n int, d time.Duration,
 		defer s.Close(context.Background())
 	}
 	var t counters
+	cpu, err := cpuuse.Now()
+	if err != nil {
+		return Throughput{}, err
+	}
 	start := time.Now()
 	deadline := start.Add(d)
 	g, gctx := errgroup.WithContext(ctx)
@@ -67,14 +73,18 @@ func runSessions(ctx context.Context, conn *bmdb.Conn, n int, d time.Duration,
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	elapsed := time.Since(start)
+	machine, client, cerr := cpu.Since()
+	cycles := max(t.cycles.Load(), 1)
 	return Throughput{
 		CyclesPerSec: float64(t.cycles.Load()) / elapsed.Seconds(),
 		Cycles:       int(t.cycles.Load()),
 		Empty:        int(t.empty.Load()),
 		Retries:      int(t.retries.Load()),
-	}, err
+		MachineCPU:   machine / time.Duration(cycles),
+		ClientCPU:    client / time.Duration(cycles),
+	}, cmp.Or(err, cerr)
 }
 
 // The seed's AgentStart query: every machine anti-joined against its agent

@@ -7,6 +7,8 @@ import (
 	"time"
 )
 
+func micros(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)) }
+
 // render prints every measurement in one table, with the target each is
 // held to and whether it met it.
 func render(r *Results) string {
@@ -30,6 +32,7 @@ func render(r *Results) string {
 	}
 	ratio := func(c int) float64 { return r.Ratio[c] }
 	per("pgbench -N tps (ceiling)", func(c int) string { return fmt.Sprintf("%.0f", r.Pgbench[c]) }, "", "")
+	per("  machine CPU µs per transaction", func(c int) string { return micros(r.PgbenchCPU[c]) }, "", "")
 	per("claim+finish cycles/s (bmdb)", func(c int) string { return fmt.Sprintf("%.0f", r.Claim[c].CyclesPerSec) },
 		"16 ≥ 4", yes(r.Claim[16].CyclesPerSec >= r.Claim[4].CyclesPerSec))
 	per("  empty claims (lost races) per cycle", func(c int) string {
@@ -37,6 +40,15 @@ func render(r *Results) string {
 	}, "", "")
 	metRatio := ratio(4) >= 0.5 && ratio(16) >= 0.5
 	per("  2×cycles/s ÷ pgbench tps (per round)", func(c int) string { return fmt.Sprintf("%.2f", ratio(c)) }, "≥ 0.5 at 4, 16", yes(metRatio))
+	per("  machine CPU µs per cycle (bmctl's client)", func(c int) string {
+		return micros(r.Claim[c].MachineCPU) + " (" + micros(r.Claim[c].ClientCPU) + ")"
+	}, "", "")
+	per("  cycles/s, bench client on one P (GOMAXPROCS=1)", func(c int) string {
+		return fmt.Sprintf("%.0f", r.ClaimOneP[c].CyclesPerSec)
+	}, "", "")
+	per("    machine CPU µs per cycle (client)", func(c int) string {
+		return micros(r.ClaimOneP[c].MachineCPU) + " (" + micros(r.ClaimOneP[c].ClientCPU) + ")"
+	}, "", "")
 	faster := true
 	for _, c := range r.Sessions {
 		faster = faster && r.Claim[c].CyclesPerSec > r.Seed[c].CyclesPerSec

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bmctl/bmctl/internal/cpuuse"
 	"github.com/bmctl/bmctl/internal/pgtest"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 	"github.com/bmctl/bmctl/pkg/seed"
@@ -82,7 +80,10 @@ func BenchmarkClaimFinish(b *testing.B) {
 				}
 				var left, empty atomic.Int64
 				left.Store(int64(b.N))
-				cpu := startCPU(b)
+				cpu, err := cpuuse.Now()
+				if err != nil {
+					b.Fatal(err)
+				}
 				b.ResetTimer()
 				var g errgroup.Group
 				for _, s := range sessions {
@@ -110,7 +111,7 @@ func BenchmarkClaimFinish(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cycles/s")
 				b.ReportMetric(float64(empty.Load())/float64(b.N), "empty/op")
-				cpu.report(b)
+				reportCPU(b, cpu)
 			})
 		}
 	}
@@ -176,44 +177,13 @@ func (r *recordingTx) Query(ctx context.Context, sql string, args ...any) (pgx.R
 	return r.Tx.Query(ctx, sql, args...)
 }
 
-// cpuUse measures CPU time over a benchmark: the whole machine's (this
-// process, PostgreSQL and anything else) and this process's, the client's,
-// per op. On a saturated machine throughput is cores ÷ CPU per op, and CPU
-// per op moves far less from run to run than throughput does.
-type cpuUse struct{ machine, self time.Duration }
-
-func startCPU(b *testing.B) cpuUse {
-	return cpuUse{machine: machineBusy(b), self: selfCPU()}
-}
-
-func (c cpuUse) report(b *testing.B) {
-	n := float64(b.N)
-	b.ReportMetric(float64((machineBusy(b)-c.machine).Microseconds())/n, "machine-µs/op")
-	b.ReportMetric(float64((selfCPU()-c.self).Microseconds())/n, "client-µs/op")
-}
-
-// machineBusy is the CPU time all processors spent not idle, from /proc/stat.
-func machineBusy(b *testing.B) time.Duration {
-	data, err := os.ReadFile("/proc/stat")
+// reportCPU reports the machine's and this process's (the client's) CPU
+// time per op since start.
+func reportCPU(b *testing.B, start cpuuse.Sample) {
+	machine, self, err := start.Since()
 	if err != nil {
 		b.Fatal(err)
 	}
-	fields := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])[1:]
-	var busy int64
-	for i, f := range fields {
-		v, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			b.Fatalf("/proc/stat: %v", err)
-		}
-		if i != 3 && i != 4 && i < 8 { // not idle, iowait, guest
-			busy += v
-		}
-	}
-	return time.Duration(busy) * time.Second / 100 // USER_HZ
-}
-
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(machine.Microseconds())/float64(b.N), "machine-µs/op")
+	b.ReportMetric(float64(self.Microseconds())/float64(b.N), "client-µs/op")
 }
