@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/faultproxy"
 	"github.com/bmctl/bmctl/internal/pgtest"
-	"github.com/bmctl/bmctl/internal/brakestest"
 	"github.com/bmctl/bmctl/internal/testwait"
 	"github.com/bmctl/bmctl/pkg/bmdb"
 )

@@ -68,7 +68,10 @@ func (w *Work) Context(parent context.Context) (context.Context, context.CancelF
 // database lets this session lock is claimed and a Started event recorded. The
 // database's exclusion index decides: a machine with conflicting work is
 // skipped, whoever inserted that work. Returns ErrNothingToDo when no
-// candidate could be claimed.
+// candidate could be claimed. The claim's check (see claim) covers what
+// committed after the claim statement's snapshot, not after candidates' own:
+// the shepherd's loops claim through ClaimAgentStart and ClaimRecovery, which
+// search in the claim statement itself.
 func (s *Session) Work(ctx context.Context, process Process, candidates func(tx pgx.Tx) ([]uuid.UUID, error)) (*Work, error) {
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
