@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bmctl/bmctl/internal/brakestest"
@@ -272,13 +273,24 @@ func TestWorkContextsEndWithTheSession(t *testing.T) {
 // claim's insert goes on, the claim must not take the machine on its stale
 // view of eligibility.
 func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
-	ctx := context.Background()
 	conn := open(t)
 	ids := addMachines(t, conn, 1)
 	a := session(t, conn, "a", 0)
 	b := session(t, conn, "b", 0)
+	// b's work fails at once: its row goes, a backoff and its history come.
+	claimWhileWorkEnds(t, conn, ids[0], b, bmdb.ProcessShepherdAgentStart, a.ClaimAgentStart,
+		`INSERT INTO work_backoff (machine_id, process, backoff_until, backoff_cause, backoff_last_interval_seconds) VALUES ($1, 'ShepherdAgentStart', now() + interval '1 hour', 'refused', 3600) ON CONFLICT DO NOTHING`,
+		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdAgentStart', 'Started', $2), ($1, 'ShepherdAgentStart', 'Failed', $2)`)
+}
 
-	// b's claim, not yet committed.
+// claimWhileWorkEnds holds b's uncommitted work of process on machine until
+// claim (another session's) waits on its row, then deletes the work, runs
+// ends (each with the machine as $1 and b as $2) and commits: claim must
+// come back with ErrNothingToDo and leave no work behind.
+func claimWhileWorkEnds(t *testing.T, conn *bmdb.Conn, machine uuid.UUID, b *bmdb.Session, process bmdb.Process,
+	claim func(context.Context) (*bmdb.Work, error), ends ...string) {
+	t.Helper()
+	ctx := context.Background()
 	raw, err := pgx.Connect(ctx, conn.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +300,7 @@ func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, 'ShepherdAgentStart')`, ids[0], b.ID()); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, $3)`, machine, b.ID(), process); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {
@@ -297,22 +309,17 @@ func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		w, err := a.ClaimAgentStart(ctx)
+		w, err := claim(ctx)
 		done <- result{w, err}
 	}()
-	// a's claim saw the machine free and now waits on b's row.
-	testwait.Within(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
+	// The claim saw the machine free and now waits on b's row.
+	testwait.Within(t, "the claim to wait on b's work row", 30*time.Second, func() bool {
 		var n int
 		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
 		return n > 0
 	})
-	// b's work fails at once: its row goes, a backoff and its history come.
-	for _, q := range []string{
-		`DELETE FROM work WHERE machine_id = $1 AND session_id = $2`,
-		`INSERT INTO work_backoff (machine_id, process, backoff_until, backoff_cause, backoff_last_interval_seconds) VALUES ($1, 'ShepherdAgentStart', now() + interval '1 hour', 'refused', 3600) ON CONFLICT DO NOTHING`,
-		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdAgentStart', 'Started', $2), ($1, 'ShepherdAgentStart', 'Failed', $2)`,
-	} {
-		args := []any{ids[0], b.ID()}
+	for _, q := range append([]string{`DELETE FROM work WHERE machine_id = $1 AND session_id = $2`}, ends...) {
+		args := []any{machine, b.ID()}
 		if !strings.Contains(q, "$2") {
 			args = args[:1]
 		}
@@ -325,10 +332,10 @@ func TestClaimSeesWorkThatEndedUnderIt(t *testing.T) {
 	}
 	r := <-done
 	if r.err == nil {
-		t.Fatalf("a claimed machine %s, in backoff since b's work failed under a's claim", r.w.Machine)
+		t.Fatalf("claimed machine %s for %s, though b's work on it ended under the claim", r.w.Machine, process)
 	}
 	if !errors.Is(r.err, bmdb.ErrNothingToDo) {
-		t.Fatalf("a's claim: %v, want ErrNothingToDo", r.err)
+		t.Fatalf("claim: %v, want ErrNothingToDo", r.err)
 	}
 	var held int
 	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work`).Scan(&held); err != nil || held != 0 {
@@ -413,63 +420,11 @@ func TestClaimRecoverySeesRecoveryThatEndedUnderIt(t *testing.T) {
 	if w, err := a.ClaimRecovery(ctx, pol, []string{"other"}); !errors.Is(err, bmdb.ErrNothingToDo) {
 		t.Fatalf("claim for provider type other: %v, %v; want ErrNothingToDo (the machine is of type test)", w, err)
 	}
-
-	// b's recovery, not yet committed.
-	raw, err := pgx.Connect(ctx, conn.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close(ctx)
-	tx, err := raw.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO work (machine_id, session_id, process) VALUES ($1, $2, 'ShepherdRecovery')`, ids[0], b.ID()); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		w   *bmdb.Work
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		w, err := a.ClaimRecovery(ctx, pol, []string{"test"})
-		done <- result{w, err}
-	}()
-	// a's claim read the machine as dead and now waits on b's row.
-	testwait.Within(t, "a's claim to wait on b's work row", 30*time.Second, func() bool {
-		var n int
-		_ = conn.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
-		return n > 0
-	})
-	// b reboots the machine and finishes: its work goes, its agent tags go,
-	// its history comes.
-	for _, q := range []string{
-		`DELETE FROM work WHERE machine_id = $1 AND session_id = $2`,
+	// b reboots the machine and finishes: its agent tags go, its history
+	// comes.
+	claimWhileWorkEnds(t, conn, ids[0], b, bmdb.ProcessShepherdRecovery,
+		func(ctx context.Context) (*bmdb.Work, error) { return a.ClaimRecovery(ctx, pol, []string{"test"}) },
 		`DELETE FROM machine_agent_heartbeat WHERE machine_id = $1`,
 		`DELETE FROM machine_agent_started WHERE machine_id = $1`,
-		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdRecovery', 'Started', $2), ($1, 'ShepherdRecovery', 'Finished', $2)`,
-	} {
-		args := []any{ids[0], b.ID()}
-		if !strings.Contains(q, "$2") {
-			args = args[:1]
-		}
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
-	if r.err == nil {
-		t.Fatalf("a claimed machine %s for Recovery, which b had just recovered under a's claim", r.w.Machine)
-	}
-	if !errors.Is(r.err, bmdb.ErrNothingToDo) {
-		t.Fatalf("a's claim: %v, want ErrNothingToDo", r.err)
-	}
-	var held int
-	if err := conn.Pool.QueryRow(ctx, `SELECT count(*) FROM work`).Scan(&held); err != nil || held != 0 {
-		t.Fatalf("work rows: %d (%v), want none", held, err)
-	}
+		`INSERT INTO work_history (machine_id, process, event, session_id) VALUES ($1, 'ShepherdRecovery', 'Started', $2), ($1, 'ShepherdRecovery', 'Finished', $2)`)
 }

@@ -122,20 +122,10 @@ func (s *Session) ClaimAgentStart(ctx context.Context) (*Work, error) {
 	}
 	start := uuid.New()
 	for range 10 {
-		var (
-			found   bool
-			claimed uuid.UUID
-		)
-		err := retrying(func() (err error) {
-			found, claimed, err = s.claim(ctx, s.conn.Pool, agentStartClaimCTE, agentStartClaimCandidate, start, ProcessShepherdAgentStart)
-			return err
-		})
+		w, found, err := s.claimOne(ctx, agentStartClaimCTE, start, ProcessShepherdAgentStart)
 		switch {
-		case err != nil:
-			s.claimUnsure = transient(err)
-			return nil, err
-		case claimed != uuid.Nil:
-			return s.newWork(claimed, ProcessShepherdAgentStart), nil
+		case err != nil || w != nil:
+			return w, err
 		case !found && start == uuid.Nil:
 			return nil, ErrNothingToDo
 		case !found:
@@ -164,20 +154,10 @@ func (s *Session) ClaimRecovery(ctx context.Context, pol Policy, providers []str
 	}
 	search := `search AS (` + recoverySQL(literalParams(pol), "", "p.provider = ANY ($1::text[])", 1) + `),`
 	for range 10 {
-		var (
-			found   bool
-			claimed uuid.UUID
-		)
-		err := retrying(func() (err error) {
-			found, claimed, err = s.claim(ctx, s.conn.Pool, search, `SELECT machine_id FROM search`, providers, ProcessShepherdRecovery)
-			return err
-		})
+		w, found, err := s.claimOne(ctx, search, providers, ProcessShepherdRecovery)
 		switch {
-		case err != nil:
-			s.claimUnsure = transient(err)
-			return nil, err
-		case claimed != uuid.Nil:
-			return s.newWork(claimed, ProcessShepherdRecovery), nil
+		case err != nil || w != nil:
+			return w, err
 		case !found:
 			return nil, ErrNothingToDo
 		}
@@ -187,15 +167,31 @@ func (s *Session) ClaimRecovery(ctx context.Context, pol Policy, providers []str
 	return nil, ErrNothingToDo
 }
 
-// The candidate of ClaimAgentStart, written once: like AgentStartCandidates,
+// claimOne runs one claim of the first machine a search CTE yields (see
+// claim), retried on serialization failures, and registers the work it
+// claimed. found says whether the search found a machine at all.
+func (s *Session) claimOne(ctx context.Context, search string, arg any, process Process) (w *Work, found bool, err error) {
+	var claimed uuid.UUID
+	err = retrying(func() (err error) {
+		found, claimed, err = s.claim(ctx, s.conn.Pool, search, `SELECT machine_id FROM search`, arg, process)
+		return err
+	})
+	switch {
+	case err != nil:
+		s.claimUnsure = transient(err)
+		return nil, false, err
+	case claimed != uuid.Nil:
+		return s.newWork(claimed, process), true, nil
+	}
+	return nil, found, nil
+}
+
+// The search of ClaimAgentStart, written once: like AgentStartCandidates,
 // the first from an id ($1) up. One search, not a search above and one below
 // the id in the same statement: the plan is half as big, and a claim spends
 // much of its time starting and ending its executor (23% more claim+finish
 // cycles when the second search went).
-var (
-	agentStartClaimCTE       = `search AS (` + agentStartSQL(">=", "", 1) + `),`
-	agentStartClaimCandidate = `SELECT machine_id FROM search`
-)
+var agentStartClaimCTE = `search AS (` + agentStartSQL(">=", "", 1) + `),`
 
 // claim runs one statement that checks the session, claims the first machine
 // the candidates query yields ($1 is arg; ctes, if any, end with a comma) and
