@@ -87,7 +87,10 @@ func Open(ctx context.Context, url string) (*Conn, error) {
 	}
 	// The views' state queries have wide plans whose estimated cost passes
 	// jit_above_cost on a fresh or small database: PostgreSQL then spent
-	// ~0.5 s compiling each ~1 ms query. Nothing bmctl runs gains from JIT.
+	// ~0.5 s compiling each ~1 ms query. So do the triggers that the functions
+	// planned with sequential scans off (migration 0014) fire: their one
+	// remaining sequential scan costs 10^10, and with JIT on that cached plan
+	// compiled on every call (15 ms a write). Nothing bmctl runs gains from JIT.
 	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
 		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}

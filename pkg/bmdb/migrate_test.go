@@ -227,35 +227,3 @@ func TestDirtySchemaIsReportedNotFixed(t *testing.T) {
 		t.Fatalf("Conn.CheckSchema on an old schema = %v, want advice to migrate up", err)
 	}
 }
-
-// TestFunctionsWithoutSeqScansDoNotJIT: a function planned with sequential
-// scans off plans the triggers it fires that way too, and a sequential scan
-// that remains costs more than JIT's threshold: every execution of that
-// cached plan compiled its expressions (15 ms a write, migration 0015). Each
-// such function must turn JIT off as well.
-func TestFunctionsWithoutSeqScansDoNotJIT(t *testing.T) {
-	conn := open(t)
-	rows, err := conn.Pool.Query(context.Background(), `
-		SELECT p.oid::regprocedure::text, 'jit=off' = ANY (p.proconfig)
-		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-		WHERE n.nspname = current_schema() AND 'enable_seqscan=off' = ANY (p.proconfig)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type fn struct {
-		Name  string
-		NoJIT bool
-	}
-	fns, err := pgx.CollectRows(rows, pgx.RowToStructByPos[fn])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(fns) < 4 {
-		t.Fatalf("%d functions plan without sequential scans, want at least the 4 of migration 0014: %v", len(fns), fns)
-	}
-	for _, f := range fns {
-		if !f.NoJIT {
-			t.Errorf("%s sets enable_seqscan = off without jit = off", f.Name)
-		}
-	}
-}
