@@ -108,12 +108,8 @@ type Results struct {
 	// Ratio is 2 × claim+finish cycles/s ÷ pgbench tps, per round, median.
 	Ratio map[int]float64
 	// ClaimPool is the connections claim+finish and the seed's way share.
-	ClaimPool int
-	Claim     map[int]Throughput
-	// ClaimOneP is claim+finish with the bench's Go runtime on one
-	// processor (GOMAXPROCS=1): how much of the machine the client's
-	// scheduler takes from PostgreSQL on the same cores.
-	ClaimOneP  map[int]Throughput
+	ClaimPool  int
+	Claim      map[int]Throughput
 	Seed       map[int]Throughput
 	Candidates []Latency
 	// Explain is bmctl explain's latency per fleet size.
@@ -203,9 +199,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	defer conn.Close()
 
 	res := &Results{Started: time.Now().UTC(), Duration: cfg.Duration, Rounds: cfg.Rounds, Sessions: cfg.Sessions,
-		Pgbench: map[int]float64{}, Ratio: map[int]float64{}, Claim: map[int]Throughput{}, ClaimOneP: map[int]Throughput{},
-		Seed: map[int]Throughput{}, PgbenchCPU: map[int]time.Duration{},
-		LoadStart: loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
+		Pgbench: map[int]float64{}, Ratio: map[int]float64{}, Claim: map[int]Throughput{}, Seed: map[int]Throughput{},
+		PgbenchCPU: map[int]time.Duration{},
+		LoadStart:  loadavg(), BigFleet: cfg.Fleets[len(cfg.Fleets)-1]}
 	_ = conn.Pool.QueryRow(ctx, `SELECT current_setting('server_version'),
 		format('fsync=%s synchronous_commit=%s shared_buffers=%s', current_setting('fsync'),
 		       current_setting('synchronous_commit'), current_setting('shared_buffers'))`).Scan(&res.Server, &res.Settings)
@@ -235,50 +231,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	// Rounds interleave the three at every concurrency; each cell is the
 	// median of its rounds, so one slow moment (a cold cache, autovacuum,
 	// another process) does not decide a comparison.
-	pgRuns, claimRuns, onePRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
+	pgRuns, claimRuns, seedRuns := map[int][]Throughput{}, map[int][]Throughput{}, map[int][]Throughput{}
 	for round := 1; round <= cfg.Rounds; round++ {
 		for _, c := range cfg.Sessions {
-			if err := settle(ctx, conn); err != nil {
-				return err
-			}
-			cpu, err := cpuuse.Now()
+			p, err := pgbench(ctx, conn, pg, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
-			tps, err := pg.run(ctx, c, cfg.Duration)
-			if err != nil {
-				return err
-			}
-			machine, _, err := cpu.Since()
-			if err != nil {
-				return err
-			}
-			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, tps)
-			pgRuns[c] = append(pgRuns[c], Throughput{CyclesPerSec: tps,
-				MachineCPU: time.Duration(float64(machine) / (tps * cfg.Duration.Seconds()))})
-			if err := settle(ctx, conn); err != nil {
-				return err
-			}
+			logf("round %d: pgbench -N -c %d: %.0f tps", round, c, p.CyclesPerSec)
+			pgRuns[c] = append(pgRuns[c], p)
 			t, err := claimFinish(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
 			}
 			logf("round %d: claim+finish, %d sessions: %.0f cycles/s (%d empty claims)", round, c, t.CyclesPerSec, t.Empty)
 			claimRuns[c] = append(claimRuns[c], t)
-			if err := settle(ctx, conn); err != nil {
-				return err
-			}
-			procs := runtime.GOMAXPROCS(1)
-			t, err = claimFinish(ctx, shepherdConn, c, cfg.Duration)
-			runtime.GOMAXPROCS(procs)
-			if err != nil {
-				return err
-			}
-			logf("round %d: claim+finish, %d sessions, GOMAXPROCS=1: %.0f cycles/s", round, c, t.CyclesPerSec)
-			onePRuns[c] = append(onePRuns[c], t)
-			if err := settle(ctx, conn); err != nil {
-				return err
-			}
 			t, err = seedWay(ctx, shepherdConn, c, cfg.Duration)
 			if err != nil {
 				return err
@@ -298,7 +265,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		res.Pgbench[c] = median(pgRuns[c]).CyclesPerSec
 		res.PgbenchCPU[c] = median(pgRuns[c]).MachineCPU
 		res.Claim[c] = median(claimRuns[c])
-		res.ClaimOneP[c] = median(onePRuns[c])
 		res.Seed[c] = median(seedRuns[c])
 	}
 
@@ -393,6 +359,24 @@ func reseed(ctx context.Context, conn *bmdb.Conn, n int, p seed.Profile) error {
 	}
 	_, err := conn.Pool.Exec(ctx, `VACUUM (ANALYZE) machines, machine_provided, machine_agent_started, machine_agent_heartbeat, work, work_backoff, work_history, sessions`)
 	return err
+}
+
+// pgbench is one run of pgbench's workload from a settled database, with
+// the machine's CPU time per transaction.
+func pgbench(ctx context.Context, conn *bmdb.Conn, pg pgbenchTarget, clients int, d time.Duration) (Throughput, error) {
+	if err := settle(ctx, conn); err != nil {
+		return Throughput{}, err
+	}
+	cpu, err := cpuuse.Now()
+	if err != nil {
+		return Throughput{}, err
+	}
+	tps, err := pg.run(ctx, clients, d)
+	if err != nil {
+		return Throughput{}, err
+	}
+	machine, _, err := cpu.Since()
+	return Throughput{CyclesPerSec: tps, MachineCPU: time.Duration(float64(machine) / (tps * d.Seconds()))}, err
 }
 
 // settle pays the previous throughput run's debt before the next starts:

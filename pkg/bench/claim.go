@@ -55,6 +55,9 @@ func runSessions(ctx context.Context, conn *bmdb.Conn, n int, d time.Duration,
 		sessions[i] = s
 		defer s.Close(context.Background())
 	}
+	if err := settle(ctx, conn); err != nil {
+		return Throughput{}, err
+	}
 	var t counters
 	cpu, err := cpuuse.Now()
 	if err != nil {

@@ -43,12 +43,6 @@ func render(r *Results) string {
 	per("  machine CPU µs per cycle (bmctl's client)", func(c int) string {
 		return micros(r.Claim[c].MachineCPU) + " (" + micros(r.Claim[c].ClientCPU) + ")"
 	}, "", "")
-	per("  cycles/s, bench client on one P (GOMAXPROCS=1)", func(c int) string {
-		return fmt.Sprintf("%.0f", r.ClaimOneP[c].CyclesPerSec)
-	}, "", "")
-	per("    machine CPU µs per cycle (client)", func(c int) string {
-		return micros(r.ClaimOneP[c].MachineCPU) + " (" + micros(r.ClaimOneP[c].ClientCPU) + ")"
-	}, "", "")
 	faster := true
 	for _, c := range r.Sessions {
 		faster = faster && r.Claim[c].CyclesPerSec > r.Seed[c].CyclesPerSec
